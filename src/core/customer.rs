@@ -1,0 +1,359 @@
+//! Core layer: the customer side (SPEC §1, §4, §7) — web chats, inbound sms/social messages
+//! threaded by (medium, sender), emails, calls and hang-ups, threads and their transcripts,
+//! prompts, and the customer leaving.
+
+use super::model::*;
+use super::view::{ChatEvent, ChatSnapshot, MessageView, PanelEvent};
+use super::work::Segment;
+use super::*;
+
+impl Core {
+    fn inbound_queue(&self, queue: &str, channel: Channel) -> Result<(), Rejection> {
+        let q = self.queue_cfg(queue).ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
+        if q.channel != channel {
+            return Err(Rejection::Invalid(format!(
+                "queue {queue:?} is a {} queue, not {}",
+                q.channel.as_str(),
+                channel.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new inbound conversation in a new group, queued now.
+    fn new_inbound(
+        &mut self,
+        now: Now,
+        medium: Medium,
+        queue: String,
+        customer: Customer,
+        subject: Option<String>,
+        token: Option<TokenHash>,
+    ) -> (Uuid, Uuid, Option<Uuid>) {
+        let group_id = self.new_id(now);
+        let with_thread = medium != Medium::Voice;
+        let thread_id = with_thread.then(|| self.new_id(now));
+        let seg = Segment {
+            medium,
+            queue,
+            customer: customer.clone(),
+            subject,
+            origin: Origin { kind: OriginKind::Inbound, previous: None },
+            group_id,
+            thread: thread_id,
+        };
+        let id = self.create(now, seg, now.ts());
+        if let Some(t) = thread_id {
+            let rec = Thread {
+                id: t,
+                group_id,
+                medium,
+                customer,
+                token_hash: token,
+                current: id,
+                open: true,
+                message_count: 0,
+            };
+            if matches!(medium, Medium::Sms | Medium::Social) {
+                self.open_threads.insert((medium, rec.customer.address.clone()), t);
+            }
+            if let Some(h) = token {
+                self.tokens.insert(h, TokenOwner::Thread(t));
+            }
+            self.threads.insert(t, ThreadRt { rec, messages: Vec::new() });
+            self.dirty_threads.insert(t);
+        }
+        self.event(now, id, EventKind::Queued, None, None);
+        self.enqueue(id);
+        (id, group_id, thread_id)
+    }
+
+    pub(super) fn start_chat(
+        &mut self,
+        now: Now,
+        queue: String,
+        name: String,
+        text: Option<String>,
+        token: TokenHash,
+    ) -> Result<Reply, Rejection> {
+        self.inbound_queue(&queue, Channel::Chat)?;
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(Rejection::Invalid("name must not be empty".into()));
+        }
+        let customer = Customer { name: name.clone(), address: name };
+        let (id, group_id, thread) =
+            self.new_inbound(now, Medium::Webchat, queue, customer, None, Some(token));
+        if let (Some(t), Some(text)) = (thread, text.filter(|t| !t.trim().is_empty())) {
+            self.append_message(now, t, Sender::Customer, text.trim().to_string(), false);
+        }
+        Ok(Reply::ChatStarted { conversation_id: id, group_id })
+    }
+
+    pub(super) fn thread_of(&self, token: &TokenHash) -> Result<Uuid, Rejection> {
+        match self.tokens.get(token) {
+            Some(TokenOwner::Thread(t)) if self.threads.contains_key(t) => Ok(*t),
+            Some(TokenOwner::Session(_)) => Err(Rejection::Forbidden("this needs a customer chat token".into())),
+            _ => Err(Rejection::Unauthorized),
+        }
+    }
+
+    /// Status, queue position (1 = next) and agent name of a thread's current conversation.
+    pub(super) fn thread_status(&self, thread: Uuid) -> Option<(Status, Option<u32>, Option<String>)> {
+        let t = self.threads.get(&thread)?;
+        let c = self.conversations.get(&t.rec.current)?;
+        let position = (c.status == Status::InQueue)
+            .then(|| {
+                self.queues.get(&c.queue).and_then(|q| {
+                    q.waiting.iter().position(|(_, id)| *id == c.id).map(|p| p as u32 + 1)
+                })
+            })
+            .flatten();
+        let agent_name = match c.status {
+            Status::InProcess | Status::WrapUp => c.agent.as_deref().map(|a| self.agent_name(a)),
+            _ => None,
+        };
+        Some((c.status, position, agent_name))
+    }
+
+    pub(super) fn chat_snapshot(&self, thread: Uuid) -> Result<ChatSnapshot, Rejection> {
+        let t = self.threads.get(&thread).ok_or(Rejection::Unauthorized)?;
+        let (status, position, agent_name) =
+            self.thread_status(thread).ok_or(Rejection::Unauthorized)?;
+        Ok(ChatSnapshot {
+            conversation_id: t.rec.current,
+            group_id: t.rec.group_id,
+            messages: t.messages.iter().map(MessageView::of).collect(),
+            status,
+            position,
+            agent_name,
+        })
+    }
+
+    /// Adds a message to a thread's transcript and tells the customer and the agent.
+    pub(super) fn append_message(
+        &mut self,
+        now: Now,
+        thread: Uuid,
+        from: Sender,
+        text: String,
+        outbound: bool,
+    ) -> Option<Uuid> {
+        let id = self.new_id(now);
+        let t = self.threads.get_mut(&thread)?;
+        let msg = Message {
+            id,
+            from,
+            text,
+            at: now.ts(),
+            delivery: outbound.then_some(Delivery::Pending),
+        };
+        let seq = t.rec.message_count;
+        t.rec.message_count += 1;
+        t.messages.push(msg.clone());
+        let current = t.rec.current;
+        self.dirty_threads.insert(thread);
+        self.writes.push(Write::Message { thread, seq, message: msg.clone() });
+        let view = MessageView::of(&msg);
+        if let Some(agent) = self.conversations.get(&current).and_then(|c| c.agent.clone()) {
+            self.effects.push_back(Effect::Panel {
+                agent,
+                event: PanelEvent::Message { conversation_id: current, message: view.clone() },
+            });
+        }
+        self.effects.push_back(Effect::Chat { thread, event: ChatEvent::Message { message: view } });
+        Some(id)
+    }
+
+    /// A configured prompt to the customer, as a system message.
+    pub(super) fn send_prompt(&mut self, now: Now, conv: Uuid, text: String) {
+        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else { return };
+        self.append_message(now, thread, Sender::System, text.clone(), false);
+        self.event(now, conv, EventKind::PromptSent, None, Some(text));
+    }
+
+    /// The thread now follows conversation `to` (requeue, transfer).
+    pub(super) fn move_thread(&mut self, thread: Uuid, to: Uuid) {
+        if let Some(t) = self.threads.get_mut(&thread) {
+            t.rec.current = to;
+            self.dirty_threads.insert(thread);
+        }
+    }
+
+    /// The conversation's thread is over (the chat ended): no more customer messages.
+    pub(super) fn close_thread_of(&mut self, conv: Uuid) {
+        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else { return };
+        let Some(t) = self.threads.get_mut(&thread) else { return };
+        if t.rec.current != conv || !t.rec.open {
+            return;
+        }
+        t.rec.open = false;
+        self.open_threads.remove(&(t.rec.medium, t.rec.customer.address.clone()));
+        self.dirty_threads.insert(thread);
+    }
+
+    pub(super) fn customer_message(&mut self, now: Now, token: &TokenHash, text: String) -> Result<Reply, Rejection> {
+        let thread = self.thread_of(token)?;
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Err(Rejection::Invalid("text must not be empty".into()));
+        }
+        if !self.threads.get(&thread).is_some_and(|t| t.rec.open) {
+            return Err(Rejection::invalid_state("this chat has ended"));
+        }
+        self.append_message(now, thread, Sender::Customer, text, false);
+        Ok(Reply::Done)
+    }
+
+    /// The customer left: abandoned while waiting, `CustomerEnded` while in process.
+    fn customer_left(&mut self, now: Now, conv: Uuid) -> Result<(), Rejection> {
+        let c = self.conv(conv)?;
+        let agent = c.agent.clone();
+        match c.status {
+            Status::InQueue | Status::Offered => {
+                self.dequeue(conv);
+                self.event(now, conv, EventKind::Abandoned, agent.as_deref(), None);
+                self.close_segment(now, conv, Status::Abandoned, DisconnectReason::CustomerAbandoned);
+            }
+            Status::InProcess => {
+                self.close_segment(now, conv, Status::WrapUp, DisconnectReason::CustomerEnded);
+                self.event(now, conv, EventKind::Ended, agent.as_deref(), Some("customer left".into()));
+            }
+            _ => return Err(Rejection::invalid_state(format!("conversation {conv} has already ended"))),
+        }
+        self.close_thread_of(conv);
+        Ok(())
+    }
+
+    pub(super) fn customer_end(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
+        let thread = self.thread_of(token)?;
+        let current = self.threads.get(&thread).map(|t| t.rec.current).ok_or(Rejection::Unauthorized)?;
+        self.customer_left(now, current)?;
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn inbound_message(
+        &mut self,
+        now: Now,
+        medium: Medium,
+        from: String,
+        text: String,
+        queue: String,
+    ) -> Result<Reply, Rejection> {
+        if !matches!(medium, Medium::Sms | Medium::Social) {
+            return Err(Rejection::Invalid("medium must be sms or social".into()));
+        }
+        let text = text.trim().to_string();
+        if from.trim().is_empty() || text.is_empty() {
+            return Err(Rejection::Invalid("from and text must not be empty".into()));
+        }
+        if let Some(&t) = self.open_threads.get(&(medium, from.clone())) {
+            if self.threads.contains_key(&t) {
+                self.append_message(now, t, Sender::Customer, text, false);
+                let current = self.threads.get(&t).map(|t| t.rec.current).unwrap_or_default();
+                return Ok(Reply::Conversation(Box::new(self.view_of(current)?)));
+            }
+        }
+        self.inbound_queue(&queue, Channel::Chat)?;
+        let customer = Customer { name: from.clone(), address: from };
+        let (id, _, thread) = self.new_inbound(now, medium, queue, customer, None, None);
+        if let Some(t) = thread {
+            self.append_message(now, t, Sender::Customer, text, false);
+        }
+        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+    }
+
+    pub(super) fn inbound_email(
+        &mut self,
+        now: Now,
+        from: String,
+        subject: String,
+        text: String,
+        queue: String,
+    ) -> Result<Reply, Rejection> {
+        if from.trim().is_empty() {
+            return Err(Rejection::Invalid("from must not be empty".into()));
+        }
+        self.inbound_queue(&queue, Channel::Email)?;
+        let customer = Customer { name: from.clone(), address: from };
+        let (id, _, thread) =
+            self.new_inbound(now, Medium::Email, queue, customer, Some(subject), None);
+        if let Some(t) = thread {
+            self.append_message(now, t, Sender::Customer, text, false);
+        }
+        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+    }
+
+    pub(super) fn inbound_call(&mut self, now: Now, from: String, queue: String) -> Result<Reply, Rejection> {
+        if from.trim().is_empty() {
+            return Err(Rejection::Invalid("from must not be empty".into()));
+        }
+        self.inbound_queue(&queue, Channel::Voice)?;
+        let customer = Customer { name: from.clone(), address: from };
+        let (id, _, _) = self.new_inbound(now, Medium::Voice, queue, customer, None, None);
+        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+    }
+
+    pub(super) fn hangup(&mut self, now: Now, conv: Uuid) -> Result<Reply, Rejection> {
+        if self.conv(conv)?.medium != Medium::Voice {
+            return Err(Rejection::Invalid(format!("conversation {conv} is not a call")));
+        }
+        self.customer_left(now, conv)?;
+        Ok(Reply::Conversation(Box::new(self.view_of(conv)?)))
+    }
+
+    /// Result of one webhook delivery attempt: done, or retried with exponential backoff.
+    pub(super) fn outbox_attempt(
+        &mut self,
+        now: Now,
+        message: Uuid,
+        delivered: bool,
+        error: Option<String>,
+    ) -> Result<Reply, Rejection> {
+        let Some(mut item) = self.outbox.remove(&message) else {
+            return Ok(Reply::Done);
+        };
+        item.attempts += 1;
+        let max = self.cfg.outbound.max_attempts;
+        let outcome = if delivered {
+            Some(Delivery::Delivered)
+        } else if item.attempts >= max {
+            Some(Delivery::Failed)
+        } else {
+            None
+        };
+        match outcome {
+            Some(state) => {
+                self.writes.push(Write::OutboxDone { message });
+                self.wheel.cancel(&Timer::Outbox(message));
+                self.set_delivery(item.thread_id, message, state);
+                let _ = error;
+            }
+            None => {
+                let base = self.cfg.outbound.initial_backoff.as_millis() as u64;
+                let cap = self.cfg.outbound.max_backoff.as_millis() as u64;
+                let delay = base.saturating_mul(1u64 << item.attempts.min(20)).min(cap);
+                item.next_attempt_at = Timestamp(now.wall + delay as i64);
+                self.wheel.insert(now.mono + delay, Timer::Outbox(message));
+                self.writes.push(Write::Outbox(Box::new(item.clone())));
+                self.outbox.insert(message, item);
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    fn set_delivery(&mut self, thread: Uuid, message: Uuid, state: Delivery) {
+        let Some(t) = self.threads.get_mut(&thread) else { return };
+        let Some((seq, m)) = t.messages.iter_mut().enumerate().find(|(_, m)| m.id == message) else { return };
+        m.delivery = Some(state);
+        let msg = m.clone();
+        self.writes.push(Write::Message { thread, seq: seq as u32, message: msg });
+    }
+
+    /// An outbox item's retry time came.
+    pub(super) fn outbox_due(&mut self, _now: Now, message: Uuid) {
+        if let Some(item) = self.outbox.get(&message) {
+            self.effects.push_back(Effect::Deliver(Box::new(item.clone())));
+        }
+    }
+}

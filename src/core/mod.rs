@@ -1,0 +1,749 @@
+//! Core layer: the pure, deterministic domain state machine (SPEC §1–§4, §6 bindings).
+//!
+//! Commands go in with the time they happen at ([`Core::handle`]), deadlines fire through
+//! [`Core::handle_timeout`], and everything the outside world must do comes out as data:
+//! [`Write`]s for the store ([`Core::take_writes`], one transaction per batch) and
+//! [`Effect`]s for subscribers ([`Core::poll_effect`]). It imports no tokio, axum, redb or
+//! sockets and never reads a clock: the driver passes [`Now`] in.
+
+pub mod command;
+pub mod effect;
+pub mod model;
+pub mod time;
+pub mod view;
+
+mod customer;
+mod query;
+mod routing;
+mod session;
+mod sip;
+mod work;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{BindingUpdate, Command, Principal, Rejection, Reply, Target};
+pub use effect::{Effect, Write};
+pub use time::{Now, Timestamp};
+
+use crate::config::{Channel, Config, QueueConfig};
+use crate::wheel::Wheel;
+use model::*;
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use uuid::Uuid;
+use view::{Banner, Capabilities};
+
+/// Every deadline the core keeps, as a timing-wheel key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Timer {
+    /// A disconnected session's grace period ends.
+    Grace(Uuid),
+    /// An offer expires unanswered.
+    Offer(Uuid),
+    /// One SIP binding (agent, contact) expires.
+    Binding(AgentId, String),
+    /// An outbox item is due for another delivery attempt.
+    Outbox(Uuid),
+}
+
+/// What a bearer token opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenOwner {
+    Session(Uuid),
+    Thread(Uuid),
+}
+
+/// An agent's session as the core keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRt {
+    pub rec: Session,
+    /// Panel sockets attached right now (not persisted).
+    pub sockets: BTreeSet<u64>,
+    /// Unsaved metadata by conversation.
+    pub drafts: BTreeMap<Uuid, Metadata>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgentRt {
+    pub rec: AgentRecord,
+    pub session: Option<Uuid>,
+    /// Conversations offered to or held by the agent (offered, in_process, wrap_up).
+    pub assigned: BTreeSet<Uuid>,
+    /// What the panel was last told, to push only real changes.
+    pub sent_caps: Capabilities,
+    pub sent_banners: Vec<Banner>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct QueueRt {
+    pub cfg: QueueConfig,
+    /// `in_queue` conversations by (rank, id): first = next to be served.
+    pub waiting: BTreeSet<(i64, Uuid)>,
+    pub members: Vec<AgentId>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadRt {
+    pub rec: Thread,
+    pub messages: Vec<Message>,
+}
+
+/// Everything the store hands back at boot: open work and live sessions.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub conversations: Vec<Conversation>,
+    pub events: Vec<(Uuid, Vec<Event>)>,
+    pub threads: Vec<(Thread, Vec<Message>)>,
+    pub sessions: Vec<Session>,
+    pub drafts: Vec<(Uuid, Uuid, Metadata)>,
+    pub agents: Vec<AgentRecord>,
+    pub outbox: Vec<OutboxItem>,
+}
+
+/// The state machine.
+pub struct Core {
+    cfg: Arc<Config>,
+    queues: BTreeMap<String, QueueRt>,
+    agents: BTreeMap<AgentId, AgentRt>,
+    supervisors: BTreeMap<String, String>,
+    sessions: HashMap<Uuid, SessionRt>,
+    tokens: HashMap<TokenHash, TokenOwner>,
+    sockets: HashMap<u64, Uuid>,
+    conversations: HashMap<Uuid, Conversation>,
+    timelines: HashMap<Uuid, Vec<Event>>,
+    threads: HashMap<Uuid, ThreadRt>,
+    /// Open sms/social threads by (medium, customer address).
+    open_threads: HashMap<(Medium, String), Uuid>,
+    outbox: HashMap<Uuid, OutboxItem>,
+    wheel: Wheel<Timer>,
+    rng: StdRng,
+    writes: Vec<Write>,
+    effects: VecDeque<Effect>,
+    /// Conversations changed by the current command, with the agents they belonged to before.
+    touched: BTreeMap<Uuid, BTreeSet<AgentId>>,
+    /// Conversations changed in the current batch (written at [`Core::take_writes`]).
+    dirty_convs: BTreeSet<Uuid>,
+    dirty_threads: BTreeSet<Uuid>,
+    /// Agents changed by the current command (notified at its end).
+    dirty_agents: BTreeSet<AgentId>,
+    /// Agents changed in the current batch (written at [`Core::take_writes`]).
+    batch_agents: BTreeSet<AgentId>,
+    dirty_queues: BTreeSet<String>,
+    /// Something changed that may allow a new offer.
+    alloc_needed: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("conversations", &self.conversations.len())
+            .field("sessions", &self.sessions.len())
+            .field("timers", &self.wheel.len())
+            .finish()
+    }
+}
+
+const SIP_LOST_TEXT: &str =
+    "Your phone lost its SIP registration: calling is disabled until it registers again.";
+
+impl Core {
+    /// A core with no state yet; `seed` feeds id generation (fixed in tests).
+    pub fn new(cfg: Arc<Config>, seed: u64, now: Now) -> Core {
+        let mut core = Core {
+            cfg: cfg.clone(),
+            queues: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            supervisors: BTreeMap::new(),
+            sessions: HashMap::new(),
+            tokens: HashMap::new(),
+            sockets: HashMap::new(),
+            conversations: HashMap::new(),
+            timelines: HashMap::new(),
+            threads: HashMap::new(),
+            open_threads: HashMap::new(),
+            outbox: HashMap::new(),
+            wheel: Wheel::new(now.mono),
+            rng: StdRng::seed_from_u64(seed),
+            writes: Vec::new(),
+            effects: VecDeque::new(),
+            touched: BTreeMap::new(),
+            dirty_convs: BTreeSet::new(),
+            dirty_threads: BTreeSet::new(),
+            dirty_agents: BTreeSet::new(),
+            batch_agents: BTreeSet::new(),
+            dirty_queues: BTreeSet::new(),
+            alloc_needed: false,
+        };
+        core.apply_config(&cfg, now);
+        core
+    }
+
+    /// Installs queues, agents and supervisors from the configuration (at start and on reload).
+    /// Work in queues that no longer exist stays where it is until handled.
+    pub fn apply_config(&mut self, cfg: &Arc<Config>, now: Now) {
+        self.cfg = cfg.clone();
+        let mut queues = BTreeMap::new();
+        for q in &cfg.queues {
+            let waiting = self.queues.remove(&q.id).map(|old| old.waiting).unwrap_or_default();
+            queues.insert(q.id.clone(), QueueRt { cfg: q.clone(), waiting, members: Vec::new() });
+        }
+        for (id, old) in std::mem::take(&mut self.queues) {
+            if !old.waiting.is_empty() {
+                // Keep a removed queue's waiting work visible until it is handled.
+                queues.insert(id, old);
+            }
+        }
+        for a in &cfg.agents {
+            for q in &a.queues {
+                if let Some(rt) = queues.get_mut(q) {
+                    rt.members.push(a.id.clone());
+                }
+            }
+            self.agents.entry(a.id.clone()).or_insert_with(|| AgentRt {
+                rec: AgentRecord {
+                    id: a.id.clone(),
+                    presence: Presence::Ready,
+                    idle_since: [now.ts(); 3],
+                    bindings: Vec::new(),
+                    sip_lost: false,
+                },
+                session: None,
+                assigned: BTreeSet::new(),
+                sent_caps: Capabilities::default(),
+                sent_banners: Vec::new(),
+            });
+        }
+        self.queues = queues;
+        self.supervisors =
+            cfg.supervisors.iter().map(|s| (s.id.clone(), s.name.clone())).collect();
+        self.alloc_needed = true;
+    }
+
+    /// Loads the stored state at boot and applies the restart rule (SPEC §2): connected
+    /// sessions become disconnected with a full grace period; stored deadlines are re-armed
+    /// (one already past fires at the next [`Core::handle_timeout`]); calls are not dropped.
+    pub fn restore(&mut self, state: Restored, now: Now) {
+        for rec in state.agents {
+            if let Some(a) = self.agents.get_mut(&rec.id) {
+                a.rec = rec;
+                for b in &a.rec.bindings {
+                    self.wheel.insert(
+                        now.mono_for(b.expires_at),
+                        Timer::Binding(a.rec.id.clone(), b.contact.clone()),
+                    );
+                }
+            }
+        }
+        for (thread, messages) in state.threads {
+            if thread.open && matches!(thread.medium, Medium::Sms | Medium::Social) {
+                self.open_threads
+                    .insert((thread.medium, thread.customer.address.clone()), thread.id);
+            }
+            if let Some(h) = thread.token_hash {
+                self.tokens.insert(h, TokenOwner::Thread(thread.id));
+            }
+            self.threads.insert(thread.id, ThreadRt { rec: thread, messages });
+        }
+        for (id, events) in state.events {
+            self.timelines.insert(id, events);
+        }
+        for c in state.conversations {
+            let id = c.id;
+            if c.status == Status::InQueue {
+                if let Some(q) = self.queues.get_mut(&c.queue) {
+                    q.waiting.insert((c.queue_rank, id));
+                }
+            }
+            if let (Some(agent), true) = (&c.agent, c.status.is_assigned()) {
+                if let Some(a) = self.agents.get_mut(agent) {
+                    a.assigned.insert(id);
+                }
+            }
+            if let (Status::Offered, Some(at)) = (c.status, c.offer_expires_at) {
+                self.wheel.insert(now.mono_for(at), Timer::Offer(id));
+            }
+            self.conversations.insert(id, c);
+        }
+        for mut s in state.sessions {
+            match s.role {
+                Role::Supervisor => {
+                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                }
+                Role::Agent => {
+                    if !self.agents.contains_key(&s.user) {
+                        continue;
+                    }
+                    if s.state == SessionState::Connected || s.deadline.is_none() {
+                        s.state = SessionState::Disconnected;
+                        s.disconnected_at = Some(now.ts());
+                        s.deadline = Some(now.ts().plus(self.cfg.resilience.session_grace));
+                        self.writes.push(Write::Session(Box::new(s.clone())));
+                    }
+                    if let Some(d) = s.deadline {
+                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                    }
+                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(a) = self.agents.get_mut(&s.user) {
+                        a.session = Some(s.id);
+                    }
+                }
+            }
+            self.sessions.insert(
+                s.id,
+                SessionRt { rec: s, sockets: BTreeSet::new(), drafts: BTreeMap::new() },
+            );
+        }
+        for (session, conv, draft) in state.drafts {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.drafts.insert(conv, draft);
+            }
+        }
+        for item in state.outbox {
+            self.wheel.insert(now.mono_for(item.next_attempt_at), Timer::Outbox(item.message_id));
+            self.outbox.insert(item.message_id, item);
+        }
+        // Offers to agents who are not connected (all of them, right after a boot) go back.
+        let offered: Vec<Uuid> = self
+            .conversations
+            .values()
+            .filter(|c| c.status == Status::Offered)
+            .map(|c| c.id)
+            .collect();
+        for id in offered {
+            self.withdraw_offer(now, id, "server restarted");
+        }
+        self.alloc_needed = true;
+        self.finish_command(now);
+    }
+
+    /// Applies one command at `now`.
+    pub fn handle(&mut self, now: Now, cmd: Command) -> Result<Reply, Rejection> {
+        let result = self.dispatch(now, cmd);
+        self.finish_command(now);
+        result
+    }
+
+    fn dispatch(&mut self, now: Now, cmd: Command) -> Result<Reply, Rejection> {
+        match cmd {
+            Command::Login { user, role, token } => self.login(now, user, role, token),
+            Command::Logout { token } => self.logout(now, &token),
+            Command::Authenticate { token } => {
+                self.principal(&token, now).map(Reply::Principal)
+            }
+            Command::AttachPanel { token, socket } => self.attach_panel(now, &token, socket),
+            Command::DetachPanel { socket } => {
+                self.detach_panel(now, socket);
+                Ok(Reply::Done)
+            }
+            Command::AgentState { token } => {
+                let (agent, _) = self.agent_of(&token, now)?;
+                Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
+            }
+            Command::SetPresence { token, presence } => self.set_presence(now, &token, presence),
+            Command::Accept { token, conversation } => self.accept(now, &token, conversation),
+            Command::Reject { token, conversation } => self.reject(now, &token, conversation),
+            Command::AgentMessage { token, conversation, text } => {
+                self.agent_message(now, &token, conversation, text)
+            }
+            Command::SaveDraft { token, conversation, draft } => {
+                self.save_draft(now, &token, conversation, draft)
+            }
+            Command::SaveMetadata { token, conversation, metadata } => {
+                self.save_metadata(now, &token, conversation, metadata)
+            }
+            Command::End { token, conversation } => self.end(now, &token, conversation),
+            Command::Complete { token, conversation } => {
+                self.complete(now, &token, conversation)
+            }
+            Command::Transfer { token, conversation, target } => {
+                self.transfer(now, &token, conversation, target)
+            }
+            Command::Consult { token, conversation, agent } => {
+                self.consult(now, &token, conversation, agent)
+            }
+            Command::Callback { token, conversation } => self.callback(now, &token, conversation),
+            Command::Reassign { token, conversation, target } => {
+                self.reassign(now, &token, conversation, target)
+            }
+            Command::QueueConversations { token, queue } => {
+                self.queue_conversations(now, &token, &queue)
+            }
+            Command::Pick { token, queue, conversation } => {
+                self.pick(now, &token, &queue, conversation)
+            }
+            Command::Agents { token } => {
+                self.supervisor_of(&token, now)?;
+                Ok(Reply::Agents(self.agent_views()))
+            }
+            Command::Queues { token } => {
+                self.supervisor_of(&token, now)?;
+                Ok(Reply::Queues(self.queue_views()))
+            }
+            Command::StartChat { queue, name, text, token } => {
+                self.start_chat(now, queue, name, text, token)
+            }
+            Command::ChatState { token } | Command::AttachChat { token } => {
+                let thread = self.thread_of(&token)?;
+                Ok(Reply::Chat(Box::new(self.chat_snapshot(thread)?)))
+            }
+            Command::CustomerMessage { token, text } => self.customer_message(now, &token, text),
+            Command::CustomerEnd { token } => self.customer_end(now, &token),
+            Command::InboundMessage { medium, from, text, queue } => {
+                self.inbound_message(now, medium, from, text, queue)
+            }
+            Command::InboundEmail { from, subject, text, queue } => {
+                self.inbound_email(now, from, subject, text, queue)
+            }
+            Command::InboundCall { from, queue } => self.inbound_call(now, from, queue),
+            Command::Hangup { conversation } => self.hangup(now, conversation),
+            Command::SipRegister { agent, update } => self.sip_register(now, &agent, update),
+            Command::OutboxAttempt { message, delivered, error } => {
+                self.outbox_attempt(now, message, delivered, error)
+            }
+        }
+    }
+
+    /// Fires every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let mut due = Vec::new();
+        self.wheel.expire(now.mono, &mut due);
+        for (_, timer) in due {
+            match timer {
+                Timer::Grace(session) => self.grace_expired(now, session),
+                Timer::Offer(conv) => self.offer_timed_out(now, conv),
+                Timer::Binding(agent, contact) => self.binding_expired(now, &agent, &contact),
+                Timer::Outbox(message) => self.outbox_due(now, message),
+            }
+            self.finish_command(now);
+        }
+        self.finish_command(now);
+    }
+
+    /// The monotonic time at which [`Core::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.wheel.next_expiry()
+    }
+
+    /// The changes of the batch so far, to be written in one transaction. Closed work is
+    /// released from memory here: once written, the store is its home.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        let mut writes = std::mem::take(&mut self.writes);
+        for id in std::mem::take(&mut self.dirty_threads) {
+            if let Some(t) = self.threads.get(&id) {
+                writes.push(Write::Thread(Box::new(t.rec.clone())));
+                if !t.rec.open {
+                    self.threads.remove(&id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_convs) {
+            if let Some(c) = self.conversations.get(&id) {
+                writes.push(Write::Conversation(Box::new(c.clone())));
+                if c.status.is_closed() {
+                    self.conversations.remove(&id);
+                    self.timelines.remove(&id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.batch_agents) {
+            if let Some(a) = self.agents.get(&id) {
+                writes.push(Write::Agent(Box::new(a.rec.clone())));
+            }
+        }
+        writes
+    }
+
+    /// The next thing to tell subscribers (after the batch's writes are committed).
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// A conversation the core holds in memory (open work and work closed in this batch).
+    pub fn conversation(&self, id: &Uuid) -> Option<&Conversation> {
+        self.conversations.get(id)
+    }
+
+    /// Puts a closed conversation read back from the store into memory for one command
+    /// that needs it (a callback of a handled call); released again at the next write-out.
+    pub fn adopt_closed(&mut self, c: Conversation) {
+        if c.status.is_closed() && !self.conversations.contains_key(&c.id) {
+            self.dirty_convs.insert(c.id);
+            self.conversations.insert(c.id, c);
+        }
+    }
+
+    /// The timeline of an open conversation.
+    pub fn timeline(&self, id: &Uuid) -> &[Event] {
+        self.timelines.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    // ----- shared helpers used by the submodules -----
+
+    fn new_id(&mut self, now: Now) -> Uuid {
+        let mut bytes = [0u8; 10];
+        self.rng.fill_bytes(&mut bytes);
+        uuid::Builder::from_unix_timestamp_millis(now.wall.max(0) as u64, &bytes).into_uuid()
+    }
+
+    /// Marks a conversation as about to change (call before mutating it).
+    fn touch(&mut self, id: Uuid) {
+        let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
+        let entry = self.touched.entry(id).or_default();
+        if let Some(a) = agent {
+            entry.insert(a);
+        }
+        self.dirty_convs.insert(id);
+    }
+
+    fn conv(&self, id: Uuid) -> Result<&Conversation, Rejection> {
+        self.conversations
+            .get(&id)
+            .ok_or_else(|| Rejection::NotFound(format!("conversation {id} is not open")))
+    }
+
+    fn queue_cfg(&self, queue: &str) -> Option<&QueueConfig> {
+        self.queues.get(queue).map(|q| &q.cfg)
+    }
+
+    /// Appends an event to a conversation's timeline.
+    fn event(
+        &mut self,
+        now: Now,
+        id: Uuid,
+        kind: EventKind,
+        agent: Option<&str>,
+        detail: Option<String>,
+    ) {
+        let Some(c) = self.conversations.get_mut(&id) else { return };
+        let event = Event { at: now.ts(), event: kind, agent: agent.map(String::from), detail };
+        let seq = c.event_count;
+        c.event_count += 1;
+        self.dirty_convs.insert(id);
+        self.timelines.entry(id).or_default().push(event.clone());
+        self.writes.push(Write::Event { conversation: id, seq, event });
+    }
+
+    /// Sets (or clears) the agent of a conversation, keeping the per-agent index in step.
+    fn set_agent(&mut self, id: Uuid, agent: Option<AgentId>) {
+        self.touch(id);
+        let Some(c) = self.conversations.get_mut(&id) else { return };
+        if let Some(old) = c.agent.take() {
+            if let Some(a) = self.agents.get_mut(&old) {
+                a.assigned.remove(&id);
+                self.dirty_agents.insert(old.clone());
+            }
+            self.alloc_needed = true;
+        }
+        if let Some(new) = agent {
+            if let Some(a) = self.agents.get_mut(&new) {
+                a.assigned.insert(id);
+            }
+            self.dirty_agents.insert(new.clone());
+            c.last_agent = Some(new.clone());
+            c.agent = Some(new);
+        }
+    }
+
+    /// Sets a conversation's status, keeping the agent index in step with "assigned".
+    fn set_status(&mut self, id: Uuid, status: Status) {
+        self.touch(id);
+        let Some(c) = self.conversations.get_mut(&id) else { return };
+        c.status = status;
+        if status != Status::Offered {
+            c.offer_expires_at = None;
+            self.wheel.cancel(&Timer::Offer(id));
+        }
+        if let Some(agent) = c.agent.clone() {
+            if !status.is_assigned() {
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    a.assigned.remove(&id);
+                }
+                self.dirty_agents.insert(agent);
+                self.alloc_needed = true;
+            }
+        }
+    }
+
+    /// Ends a conversation's live part: status, `ended_at`, party and reason.
+    fn close_segment(&mut self, now: Now, id: Uuid, status: Status, reason: DisconnectReason) {
+        self.close_segment_at(now.ts(), id, status, reason);
+    }
+
+    fn close_segment_at(&mut self, at: Timestamp, id: Uuid, status: Status, reason: DisconnectReason) {
+        self.set_status(id, status);
+        if let Some(c) = self.conversations.get_mut(&id) {
+            c.ended_at = Some(at);
+            c.disconnect_party = Some(reason.party());
+            c.disconnect_reason = Some(reason);
+        }
+        if status.is_closed() {
+            self.release_closed(id);
+        }
+    }
+
+    /// A conversation reached `handled` or `abandoned`: it leaves the agent.
+    fn release_closed(&mut self, id: Uuid) {
+        let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
+        if let Some(agent) = agent {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.assigned.remove(&id);
+            }
+            if let Some(s) = self.agents.get(&agent).and_then(|a| a.session) {
+                self.drop_draft(s, id);
+            }
+            self.dirty_agents.insert(agent);
+        }
+        self.alloc_needed = true;
+    }
+
+    fn drop_draft(&mut self, session: Uuid, conv: Uuid) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if s.drafts.remove(&conv).is_some() {
+                self.writes.push(Write::Draft { session, conversation: conv, draft: None });
+            }
+        }
+    }
+
+    /// Number of conversations on `channel` offered to or held by `agent`.
+    fn load(&self, agent: &AgentRt, channel: Channel) -> u32 {
+        agent
+            .assigned
+            .iter()
+            .filter_map(|id| self.conversations.get(id))
+            .filter(|c| c.channel() == channel && c.status.is_assigned())
+            .count() as u32
+    }
+
+    fn capacity(&self, agent: &str, channel: Channel) -> u32 {
+        self.cfg
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .map(|a| a.capacity.for_channel(channel))
+            .unwrap_or(0)
+    }
+
+    fn agent_name(&self, agent: &str) -> String {
+        self.cfg
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| agent.to_string())
+    }
+
+    fn session_connected(&self, agent: &AgentRt) -> bool {
+        agent
+            .session
+            .and_then(|s| self.sessions.get(&s))
+            .is_some_and(|s| s.rec.state == SessionState::Connected)
+    }
+
+    fn capabilities(&self, agent: &AgentRt) -> Capabilities {
+        let connected = self.session_connected(agent);
+        Capabilities {
+            voice: connected && !agent.rec.bindings.is_empty(),
+            chat: connected,
+            email: connected,
+        }
+    }
+
+    fn banners(&self, agent: &AgentRt) -> Vec<Banner> {
+        if agent.rec.sip_lost {
+            vec![Banner { code: "sip_registration_lost".into(), text: SIP_LOST_TEXT.into() }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// End of a command: allocate, then turn what changed into notifications.
+    fn finish_command(&mut self, now: Now) {
+        if self.alloc_needed {
+            self.alloc_needed = false;
+            self.allocate(now);
+        }
+        self.notify_touched();
+    }
+
+    fn notify_touched(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut threads = BTreeSet::new();
+        for (id, mut agents) in touched {
+            let Some(c) = self.conversations.get(&id) else { continue };
+            if let Some(a) = &c.agent {
+                agents.insert(a.clone());
+            }
+            if let Some(t) = c.thread {
+                threads.insert(t);
+            }
+            self.dirty_queues.insert(c.queue.clone());
+            let view = self.conversation_view(c, true);
+            for agent in agents {
+                self.effects.push_back(Effect::Panel {
+                    agent,
+                    event: view::PanelEvent::Conversation { conversation: Box::new(view.clone()) },
+                });
+            }
+            let mut plain = view;
+            plain.messages = None;
+            self.effects.push_back(Effect::Dashboard(view::DashboardEvent::Conversation {
+                conversation: Box::new(plain),
+            }));
+        }
+        // Queue positions move for every web chat waiting in a changed queue.
+        let queues = std::mem::take(&mut self.dirty_queues);
+        for q in &queues {
+            if let Some(rt) = self.queues.get(q) {
+                for (_, id) in &rt.waiting {
+                    if let Some(t) = self.conversations.get(id).and_then(|c| c.thread) {
+                        threads.insert(t);
+                    }
+                }
+                let qv = self.queue_view(rt);
+                self.effects.push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
+            }
+        }
+        for t in threads {
+            if let Some((status, position, agent_name)) = self.thread_status(t) {
+                self.effects.push_back(Effect::Chat {
+                    thread: t,
+                    event: view::ChatEvent::Status { status, position, agent_name },
+                });
+            }
+        }
+        let agents = std::mem::take(&mut self.dirty_agents);
+        self.batch_agents.extend(agents.iter().cloned());
+        for id in agents {
+            let Some(a) = self.agents.get(&id) else { continue };
+            let caps = self.capabilities(a);
+            let banners = self.banners(a);
+            let av = self.agent_view(a);
+            let caps_changed = caps != a.sent_caps;
+            let banners_changed = banners != a.sent_banners;
+            if caps_changed {
+                self.effects.push_back(Effect::Panel {
+                    agent: id.clone(),
+                    event: view::PanelEvent::Capabilities { capabilities: caps },
+                });
+            }
+            if banners_changed {
+                self.effects.push_back(Effect::Panel {
+                    agent: id.clone(),
+                    event: view::PanelEvent::Banners { banners: banners.clone() },
+                });
+            }
+            self.effects
+                .push_back(Effect::Dashboard(view::DashboardEvent::Agent { agent: Box::new(av) }));
+            if let Some(a) = self.agents.get_mut(&id) {
+                a.sent_caps = caps;
+                a.sent_banners = banners;
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Core layer: user sessions (SPEC §2) — login and takeover, panel sockets, connection loss,
+//! resume, the grace deadline with the per-channel loss policy (SPEC §3), logout, presence.
+
+use super::model::*;
+use super::view::PanelEvent;
+use super::*;
+
+impl Core {
+    /// Who a token belongs to, if it is live.
+    pub(super) fn principal(&self, token: &TokenHash, _now: Now) -> Result<Principal, Rejection> {
+        match self.tokens.get(token) {
+            Some(TokenOwner::Session(id)) => {
+                let s = self.sessions.get(id).ok_or(Rejection::Unauthorized)?;
+                Ok(match s.rec.role {
+                    Role::Agent => Principal::Agent { agent: s.rec.user.clone(), session: s.rec.id },
+                    Role::Supervisor => {
+                        Principal::Supervisor { supervisor: s.rec.user.clone(), session: s.rec.id }
+                    }
+                })
+            }
+            Some(TokenOwner::Thread(t)) => {
+                let th = self.threads.get(t).ok_or(Rejection::Unauthorized)?;
+                Ok(Principal::Customer { thread: th.rec.id, conversation: th.rec.current })
+            }
+            None => Err(Rejection::Unauthorized),
+        }
+    }
+
+    /// The agent and session behind an agent token.
+    pub(super) fn agent_of(&self, token: &TokenHash, now: Now) -> Result<(AgentId, Uuid), Rejection> {
+        match self.principal(token, now)? {
+            Principal::Agent { agent, session } => Ok((agent, session)),
+            _ => Err(Rejection::Forbidden("this needs an agent session".into())),
+        }
+    }
+
+    pub(super) fn supervisor_of(&self, token: &TokenHash, now: Now) -> Result<String, Rejection> {
+        match self.principal(token, now)? {
+            Principal::Supervisor { supervisor, .. } => Ok(supervisor),
+            _ => Err(Rejection::Forbidden("this needs a supervisor session".into())),
+        }
+    }
+
+    pub(super) fn login(
+        &mut self,
+        now: Now,
+        user: String,
+        role: Role,
+        token: TokenHash,
+    ) -> Result<Reply, Rejection> {
+        if role == Role::Supervisor {
+            if !self.supervisors.contains_key(&user) {
+                return Err(Rejection::Unauthorized);
+            }
+            let id = self.new_id(now);
+            let rec = Session {
+                id,
+                user: user.clone(),
+                role,
+                token_hash: token,
+                state: SessionState::Connected,
+                created_at: now.ts(),
+                disconnected_at: None,
+                deadline: None,
+            };
+            self.writes.push(Write::Session(Box::new(rec.clone())));
+            self.sessions
+                .insert(id, SessionRt { rec, sockets: BTreeSet::new(), drafts: BTreeMap::new() });
+            self.tokens.insert(token, TokenOwner::Session(id));
+            return Ok(Reply::LoggedIn { session_id: id, user, role });
+        }
+        let Some(agent) = self.agents.get(&user) else { return Err(Rejection::Unauthorized) };
+        let grace = self.cfg.resilience.session_grace;
+        let existing = agent.session.filter(|s| self.sessions.contains_key(s));
+        let id = match existing {
+            Some(id) => {
+                // Takeover: same session, new token, old token revoked, old sockets closed.
+                let Some(s) = self.sessions.get_mut(&id) else { return Err(Rejection::Unauthorized) };
+                self.tokens.remove(&s.rec.token_hash);
+                s.rec.token_hash = token;
+                let sockets: Vec<u64> = std::mem::take(&mut s.sockets).into_iter().collect();
+                let was_connected = s.rec.state == SessionState::Connected;
+                s.rec.state = SessionState::Disconnected;
+                if was_connected {
+                    s.rec.disconnected_at = Some(now.ts());
+                }
+                // Logging in again is a sign of life: the grace period starts over.
+                s.rec.deadline = Some(now.ts().plus(grace));
+                self.writes.push(Write::Session(Box::new(s.rec.clone())));
+                for sock in &sockets {
+                    self.sockets.remove(sock);
+                }
+                if !sockets.is_empty() {
+                    self.effects.push_back(Effect::Panel {
+                        agent: user.clone(),
+                        event: PanelEvent::Session { state: "ended", reason: "taken_over" },
+                    });
+                    self.effects.push_back(Effect::ClosePanels { sockets, code: 4001 });
+                }
+                self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
+                if was_connected {
+                    // The panel moves to a new place; the phone is not affected, so calls
+                    // stay up, but nothing may be offered until the new panel is attached.
+                    self.withdraw_offers_of(now, &user, "agent logged in elsewhere");
+                }
+                id
+            }
+            None => {
+                let id = self.new_id(now);
+                let rec = Session {
+                    id,
+                    user: user.clone(),
+                    role,
+                    token_hash: token,
+                    state: SessionState::Disconnected,
+                    created_at: now.ts(),
+                    disconnected_at: None,
+                    deadline: Some(now.ts().plus(grace)),
+                };
+                self.writes.push(Write::Session(Box::new(rec.clone())));
+                self.sessions
+                    .insert(id, SessionRt { rec, sockets: BTreeSet::new(), drafts: BTreeMap::new() });
+                self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
+                if let Some(a) = self.agents.get_mut(&user) {
+                    a.session = Some(id);
+                    a.rec.presence = Presence::Ready;
+                    a.rec.idle_since = [now.ts(); 3];
+                }
+                id
+            }
+        };
+        self.tokens.insert(token, TokenOwner::Session(id));
+        self.dirty_agents.insert(user.clone());
+        Ok(Reply::LoggedIn { session_id: id, user, role })
+    }
+
+    pub(super) fn logout(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
+        match self.principal(token, now)? {
+            Principal::Supervisor { session, .. } => {
+                if let Some(s) = self.sessions.remove(&session) {
+                    self.tokens.remove(&s.rec.token_hash);
+                    self.writes.push(Write::SessionEnded { id: session, token_hash: s.rec.token_hash });
+                }
+                Ok(Reply::Done)
+            }
+            Principal::Agent { agent, session } => {
+                let blocking = self.agents.get(&agent).map(|a| {
+                    a.assigned
+                        .iter()
+                        .filter_map(|id| self.conversations.get(id))
+                        .filter(|c| c.channel() != Channel::Email && c.status.is_assigned())
+                        .count()
+                });
+                if let Some(n) = blocking.filter(|n| *n > 0) {
+                    return Err(Rejection::conflict(
+                        "conversations_open",
+                        format!("{n} voice or chat conversation(s) are still open: end and complete them first"),
+                    ));
+                }
+                self.withdraw_offers_of(now, &agent, "agent logged out");
+                self.end_session(now, session, "logged_out");
+                Ok(Reply::Done)
+            }
+            Principal::Customer { .. } => Err(Rejection::Forbidden("customers end chats with /chat/end".into())),
+        }
+    }
+
+    pub(super) fn attach_panel(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        socket: u64,
+    ) -> Result<Reply, Rejection> {
+        let (agent, sid) = self.agent_of(token, now)?;
+        let Some(s) = self.sessions.get_mut(&sid) else { return Err(Rejection::Unauthorized) };
+        s.sockets.insert(socket);
+        self.sockets.insert(socket, sid);
+        if s.rec.state == SessionState::Disconnected {
+            let was_lost = s.rec.disconnected_at.is_some();
+            s.rec.state = SessionState::Connected;
+            s.rec.disconnected_at = None;
+            s.rec.deadline = None;
+            self.writes.push(Write::Session(Box::new(s.rec.clone())));
+            self.wheel.cancel(&Timer::Grace(sid));
+            if was_lost {
+                let held: Vec<Uuid> = self
+                    .agents
+                    .get(&agent)
+                    .map(|a| a.assigned.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in held {
+                    self.event(now, id, EventKind::AgentReconnected, Some(&agent), None);
+                }
+            }
+            self.dirty_agents.insert(agent.clone());
+            self.alloc_needed = true;
+        }
+        // Allocation may offer work as a consequence of this attach; the snapshot is taken
+        // after it so the panel starts complete.
+        self.finish_command(now);
+        Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
+    }
+
+    pub(super) fn detach_panel(&mut self, now: Now, socket: u64) {
+        let Some(sid) = self.sockets.remove(&socket) else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        s.sockets.remove(&socket);
+        if s.sockets.is_empty() && s.rec.state == SessionState::Connected {
+            self.connection_lost(now, sid);
+        }
+    }
+
+    /// The last panel socket of a session is gone (tab closed, network drop, heartbeat
+    /// timeout: all the same event).
+    fn connection_lost(&mut self, now: Now, sid: Uuid) {
+        let grace = self.cfg.resilience.session_grace;
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        s.rec.state = SessionState::Disconnected;
+        s.rec.disconnected_at = Some(now.ts());
+        s.rec.deadline = Some(now.ts().plus(grace));
+        self.writes.push(Write::Session(Box::new(s.rec.clone())));
+        let agent = s.rec.user.clone();
+        self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
+        self.dirty_agents.insert(agent.clone());
+        let held: Vec<Uuid> =
+            self.agents.get(&agent).map(|a| a.assigned.iter().copied().collect()).unwrap_or_default();
+        for id in held {
+            let Some(c) = self.conversations.get(&id) else { continue };
+            let (status, channel) = (c.status, c.channel());
+            match (status, channel) {
+                (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
+                (Status::InProcess, Channel::Voice) => {
+                    self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
+                    self.close_segment(now, id, Status::WrapUp, DisconnectReason::AgentConnectionLost);
+                    self.event(now, id, EventKind::Ended, Some(&agent), Some("call dropped: agent connection lost".into()));
+                }
+                (Status::InProcess, Channel::Chat) => {
+                    self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
+                    let prompt = self.queue_cfg(&c.queue).and_then(|q| q.reconnecting_prompt.clone());
+                    if let Some(text) = prompt {
+                        self.send_prompt(now, id, text);
+                    }
+                }
+                (Status::InProcess, Channel::Email) => {
+                    self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The grace period of a disconnected session ran out without a resume.
+    pub(super) fn grace_expired(&mut self, now: Now, sid: Uuid) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        if s.rec.state != SessionState::Disconnected || s.rec.role != Role::Agent {
+            return;
+        }
+        let deadline = s.rec.deadline.unwrap_or(now.ts());
+        let agent = s.rec.user.clone();
+        let held: Vec<Uuid> =
+            self.agents.get(&agent).map(|a| a.assigned.iter().copied().collect()).unwrap_or_default();
+        for id in held {
+            let Some(c) = self.conversations.get(&id) else { continue };
+            let (status, channel) = (c.status, c.channel());
+            match (status, channel) {
+                (Status::Offered, _) => self.withdraw_offer(now, id, "agent session lost"),
+                (Status::InProcess, Channel::Chat) => self.requeue_lost_chat(now, deadline, id, &agent),
+                (Status::InProcess, Channel::Email) => {
+                    self.event(now, id, EventKind::SessionLost, Some(&agent), Some("email stays assigned".into()));
+                }
+                (Status::InProcess, Channel::Voice) => {
+                    // Only after a restart can a call still be up here; the agent is gone.
+                    self.event(now, id, EventKind::SessionLost, Some(&agent), None);
+                    self.close_segment_at(deadline, id, Status::WrapUp, DisconnectReason::AgentSessionLost);
+                    self.auto_complete(now, id, &agent);
+                }
+                (Status::WrapUp, _) => {
+                    self.event(now, id, EventKind::SessionLost, Some(&agent), None);
+                    self.auto_complete(now, id, &agent);
+                }
+                _ => {}
+            }
+        }
+        self.end_session(now, sid, "session_lost");
+    }
+
+    /// Wrap-up finished by the system (the session ended): the work is `handled`.
+    fn auto_complete(&mut self, now: Now, id: Uuid, agent: &str) {
+        self.event(now, id, EventKind::WrapUpCompleted, Some(agent), Some("completed automatically: session ended".into()));
+        self.set_status(id, Status::Handled);
+        self.release_closed(id);
+    }
+
+    /// Ends a session: drafts discarded, token revoked, the agent is logged out.
+    pub(super) fn end_session(&mut self, now: Now, sid: Uuid, reason: &'static str) {
+        let _ = now;
+        self.wheel.cancel(&Timer::Grace(sid));
+        let Some(s) = self.sessions.remove(&sid) else { return };
+        self.tokens.remove(&s.rec.token_hash);
+        if !s.drafts.is_empty() {
+            self.writes.push(Write::DraftsCleared { session: sid });
+        }
+        self.writes.push(Write::SessionEnded { id: sid, token_hash: s.rec.token_hash });
+        let agent = s.rec.user.clone();
+        if let Some(a) = self.agents.get_mut(&agent) {
+            if a.session == Some(sid) {
+                a.session = None;
+            }
+        }
+        self.effects.push_back(Effect::Panel {
+            agent: agent.clone(),
+            event: PanelEvent::Session { state: "ended", reason },
+        });
+        if !s.sockets.is_empty() {
+            for sock in &s.sockets {
+                self.sockets.remove(sock);
+            }
+            self.effects.push_back(Effect::ClosePanels { sockets: s.sockets.into_iter().collect(), code: 4401 });
+        }
+        self.dirty_agents.insert(agent);
+    }
+
+    pub(super) fn set_presence(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        presence: Presence,
+    ) -> Result<Reply, Rejection> {
+        let (agent, _) = self.agent_of(token, now)?;
+        self.change_presence(&agent, presence);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn change_presence(&mut self, agent: &str, presence: Presence) {
+        let Some(a) = self.agents.get_mut(agent) else { return };
+        if a.rec.presence != presence {
+            a.rec.presence = presence;
+            self.effects.push_back(Effect::Panel {
+                agent: agent.to_string(),
+                event: PanelEvent::Presence { presence },
+            });
+            self.dirty_agents.insert(agent.to_string());
+            self.alloc_needed = true;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Core layer: SIP registration state (SPEC §6) — an agent's bindings with absolute expiry
+//! as timing-wheel deadlines, voice capability, the `sip_registration_lost` banner, and what a
+//! lost registration does to calls and offers. The protocol itself lives in `crate::sip`.
+
+use super::model::*;
+use super::*;
+
+impl Core {
+    pub(super) fn sip_register(
+        &mut self,
+        now: Now,
+        agent: &str,
+        update: BindingUpdate,
+    ) -> Result<Reply, Rejection> {
+        if !self.agents.contains_key(agent) {
+            return Err(Rejection::NotFound(format!("no agent {agent:?}")));
+        }
+        let had = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        match update {
+            BindingUpdate::Fetch => {}
+            BindingUpdate::RemoveAll => {
+                let contacts: Vec<String> = self
+                    .agents
+                    .get(agent)
+                    .map(|a| a.rec.bindings.iter().map(|b| b.contact.clone()).collect())
+                    .unwrap_or_default();
+                for c in contacts {
+                    self.remove_binding(agent, &c);
+                }
+            }
+            BindingUpdate::Set(list) => {
+                for (contact, secs) in list {
+                    if secs == 0 {
+                        self.remove_binding(agent, &contact);
+                        continue;
+                    }
+                    let expires_at = Timestamp(now.wall + i64::from(secs) * 1000);
+                    self.wheel.insert(
+                        now.mono + u64::from(secs) * 1000,
+                        Timer::Binding(agent.to_string(), contact.clone()),
+                    );
+                    if let Some(a) = self.agents.get_mut(agent) {
+                        match a.rec.bindings.iter_mut().find(|b| b.contact == contact) {
+                            Some(b) => b.expires_at = expires_at,
+                            None => a.rec.bindings.push(Binding { contact, expires_at }),
+                        }
+                    }
+                }
+            }
+        }
+        self.dirty_agents.insert(agent.to_string());
+        let has = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        if has && !had {
+            if let Some(a) = self.agents.get_mut(agent) {
+                a.rec.sip_lost = false;
+            }
+            self.alloc_needed = true;
+        } else if had && !has {
+            self.registration_lost(now, agent);
+        }
+        let list = self
+            .agents
+            .get(agent)
+            .map(|a| {
+                a.rec
+                    .bindings
+                    .iter()
+                    .map(|b| {
+                        let left = (b.expires_at.0 - now.wall).max(0) as u64;
+                        (b.contact.clone(), left.div_ceil(1000) as u32)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Reply::Bindings(list))
+    }
+
+    fn remove_binding(&mut self, agent: &str, contact: &str) {
+        self.wheel.cancel(&Timer::Binding(agent.to_string(), contact.to_string()));
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.rec.bindings.retain(|b| b.contact != contact);
+        }
+    }
+
+    pub(super) fn binding_expired(&mut self, now: Now, agent: &str, contact: &str) {
+        let had = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        self.remove_binding(agent, contact);
+        self.dirty_agents.insert(agent.to_string());
+        let has = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        if had && !has {
+            self.registration_lost(now, agent);
+        }
+    }
+
+    /// The agent's last binding is gone: calling off, banner on, calls dropped, voice offers
+    /// withdrawn.
+    fn registration_lost(&mut self, now: Now, agent: &str) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.rec.sip_lost = true;
+        }
+        self.dirty_agents.insert(agent.to_string());
+        let voice: Vec<(Uuid, Status)> = self
+            .agents
+            .get(agent)
+            .map(|a| {
+                a.assigned
+                    .iter()
+                    .filter_map(|id| self.conversations.get(id))
+                    .filter(|c| c.channel() == Channel::Voice)
+                    .map(|c| (c.id, c.status))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (id, status) in voice {
+            match status {
+                Status::Offered => self.withdraw_offer(now, id, "SIP registration lost"),
+                Status::InProcess => {
+                    self.close_segment(now, id, Status::WrapUp, DisconnectReason::SipRegistrationLost);
+                    self.event(now, id, EventKind::Ended, Some(agent), Some("call dropped: SIP registration lost".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Core layer: the JSON shapes of SPEC §7 (conversation, agent snapshot, panel events,
+//! customer chat events, Dashboard rows). The wire contract lives here and only here.
+
+use super::model::{
+    AgentId, Conversation, DisconnectParty, DisconnectReason, Event, Message, Metadata, Origin,
+    Presence, SessionState, Status,
+};
+use super::time::Timestamp;
+use crate::config::Channel;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CustomerView {
+    pub name: String,
+    pub address: String,
+}
+
+/// A conversation as every API shows it (all SPEC §1 fields, `null` where unknown).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConversationView {
+    pub id: Uuid,
+    pub group_id: Uuid,
+    pub channel: Channel,
+    pub medium: &'static str,
+    pub queue: String,
+    pub status: Status,
+    pub agent: Option<AgentId>,
+    pub customer: CustomerView,
+    pub origin: Origin,
+    pub queue_arrival_time: Timestamp,
+    pub created_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub disconnect_party: Option<DisconnectParty>,
+    pub disconnect_reason: Option<DisconnectReason>,
+    pub metadata: Metadata,
+    pub subject: Option<String>,
+    pub offer_expires_at: Option<Timestamp>,
+    /// The transcript (chat and email) in agent-facing views.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageView>>,
+    /// The event timeline in Conversation Details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+}
+
+impl ConversationView {
+    pub fn of(c: &Conversation) -> Self {
+        ConversationView {
+            id: c.id,
+            group_id: c.group_id,
+            channel: c.channel(),
+            medium: c.medium.as_str(),
+            queue: c.queue.clone(),
+            status: c.status,
+            agent: c.agent.clone(),
+            customer: CustomerView { name: c.customer.name.clone(), address: c.customer.address.clone() },
+            origin: c.origin,
+            queue_arrival_time: c.queue_arrival_time,
+            created_at: c.created_at,
+            ended_at: c.ended_at,
+            disconnect_party: c.disconnect_party,
+            disconnect_reason: c.disconnect_reason,
+            metadata: c.metadata.clone(),
+            subject: c.subject.clone(),
+            offer_expires_at: c.offer_expires_at,
+            messages: None,
+            events: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MessageView {
+    pub id: Uuid,
+    pub from: super::model::Sender,
+    pub text: String,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::model::Delivery>,
+}
+
+impl MessageView {
+    pub fn of(m: &Message) -> Self {
+        MessageView { id: m.id, from: m.from, text: m.text.clone(), at: m.at, delivery: m.delivery }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    pub voice: bool,
+    pub chat: bool,
+    pub email: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Banner {
+    pub code: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionRef {
+    pub id: Uuid,
+    pub state: SessionState,
+    pub agent_id: AgentId,
+}
+
+/// `GET /agent/state` and the first panel frame.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentSnapshot {
+    pub session: SessionRef,
+    pub presence: Presence,
+    pub capabilities: Capabilities,
+    pub banners: Vec<Banner>,
+    pub conversations: Vec<ConversationView>,
+    pub drafts: BTreeMap<Uuid, Metadata>,
+}
+
+/// One frame on the agent panel socket.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PanelEvent {
+    Snapshot(Box<AgentSnapshot>),
+    Conversation { conversation: Box<ConversationView> },
+    Message { conversation_id: Uuid, message: MessageView },
+    Capabilities { capabilities: Capabilities },
+    Banners { banners: Vec<Banner> },
+    Presence { presence: Presence },
+    Session { state: &'static str, reason: &'static str },
+}
+
+/// The customer's view of their chat.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatSnapshot {
+    pub conversation_id: Uuid,
+    pub group_id: Uuid,
+    pub messages: Vec<MessageView>,
+    pub status: Status,
+    pub position: Option<u32>,
+    pub agent_name: Option<String>,
+}
+
+/// One frame on the customer chat socket.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    Snapshot(Box<ChatSnapshot>),
+    Message { message: MessageView },
+    Status { status: Status, position: Option<u32>, agent_name: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionSummary {
+    pub id: Uuid,
+    pub state: SessionState,
+    pub disconnected_at: Option<Timestamp>,
+    pub deadline: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SipSummary {
+    pub registered: bool,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One row of `GET /agents`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentView {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub queues: Vec<String>,
+    pub session: Option<SessionSummary>,
+    pub presence: Presence,
+    pub capabilities: Capabilities,
+    pub banners: Vec<Banner>,
+    pub sip: SipSummary,
+    pub open_conversations: u32,
+}
+
+/// One row of `GET /queues`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueView {
+    pub id: String,
+    pub name: String,
+    pub channel: Channel,
+    pub waiting: u32,
+    pub oldest_arrival: Option<Timestamp>,
+}
+
+/// One frame on the Dashboard socket.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DashboardEvent {
+    Snapshot { agents: Vec<AgentView>, queues: Vec<QueueView> },
+    Agent { agent: Box<AgentView> },
+    Queue { queue: QueueView },
+    Conversation { conversation: Box<ConversationView> },
+}
