@@ -226,7 +226,7 @@ impl Core {
             self.agents.get(&agent).map(|a| a.assigned.iter().copied().collect()).unwrap_or_default();
         for id in held {
             let Some(c) = self.conversations.get(&id) else { continue };
-            let (status, channel) = (c.status, c.channel());
+            let (status, channel, queue) = (c.status, c.channel(), c.queue.clone());
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
                 (Status::InProcess, Channel::Voice) => {
@@ -236,7 +236,7 @@ impl Core {
                 }
                 (Status::InProcess, Channel::Chat) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
-                    let prompt = self.queue_cfg(&c.queue).and_then(|q| q.reconnecting_prompt.clone());
+                    let prompt = self.queue_cfg(&queue).and_then(|q| q.reconnecting_prompt.clone());
                     if let Some(text) = prompt {
                         self.send_prompt(now, id, text);
                     }
