@@ -10,7 +10,11 @@ pub struct Wheel<K> {
 }
 impl<K: Hash + Eq + Clone> Wheel<K> {
     pub fn new(_now: u64) -> Self {
-        Self { by_time: BTreeMap::new(), by_key: HashMap::new(), seq: 0 }
+        Self {
+            by_time: BTreeMap::new(),
+            by_key: HashMap::new(),
+            seq: 0,
+        }
     }
     pub fn insert(&mut self, at: u64, key: K) {
         self.cancel(&key);

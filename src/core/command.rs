@@ -2,9 +2,7 @@
 //! refuses ([`Rejection`]). Plain data; no I/O.
 
 use super::model::{AgentId, Medium, Metadata, Presence, Role, TokenHash};
-use super::view::{
-    AgentSnapshot, AgentView, ChatSnapshot, ConversationView, QueueView,
-};
+use super::view::{AgentSnapshot, AgentView, ChatSnapshot, ConversationView, QueueView};
 use uuid::Uuid;
 
 /// Where a transfer or a reassignment sends the work.
@@ -28,47 +26,151 @@ pub enum BindingUpdate {
 #[derive(Debug, Clone)]
 pub enum Command {
     /// A verified login (the adapter checked the password and made the token).
-    Login { user: String, role: Role, token: TokenHash },
-    Logout { token: TokenHash },
+    Login {
+        user: String,
+        role: Role,
+        token: TokenHash,
+    },
+    Logout {
+        token: TokenHash,
+    },
     /// Resolve a bearer token to who it is.
-    Authenticate { token: TokenHash },
+    Authenticate {
+        token: TokenHash,
+    },
     /// A panel socket opened with this token; answered with the snapshot.
-    AttachPanel { token: TokenHash, socket: u64 },
+    AttachPanel {
+        token: TokenHash,
+        socket: u64,
+    },
     /// A panel socket closed or went silent.
-    DetachPanel { socket: u64 },
-    AgentState { token: TokenHash },
-    SetPresence { token: TokenHash, presence: Presence },
-    Accept { token: TokenHash, conversation: Uuid },
-    Reject { token: TokenHash, conversation: Uuid },
-    AgentMessage { token: TokenHash, conversation: Uuid, text: String },
-    SaveDraft { token: TokenHash, conversation: Uuid, draft: Metadata },
-    SaveMetadata { token: TokenHash, conversation: Uuid, metadata: Metadata },
-    End { token: TokenHash, conversation: Uuid },
-    Complete { token: TokenHash, conversation: Uuid },
-    Transfer { token: TokenHash, conversation: Uuid, target: Target },
-    Consult { token: TokenHash, conversation: Uuid, agent: AgentId },
-    Callback { token: TokenHash, conversation: Uuid },
-    Reassign { token: TokenHash, conversation: Uuid, target: Target },
-    QueueConversations { token: TokenHash, queue: String },
-    Pick { token: TokenHash, queue: String, conversation: Uuid },
-    Agents { token: TokenHash },
-    Queues { token: TokenHash },
+    DetachPanel {
+        socket: u64,
+    },
+    AgentState {
+        token: TokenHash,
+    },
+    SetPresence {
+        token: TokenHash,
+        presence: Presence,
+    },
+    Accept {
+        token: TokenHash,
+        conversation: Uuid,
+    },
+    Reject {
+        token: TokenHash,
+        conversation: Uuid,
+    },
+    AgentMessage {
+        token: TokenHash,
+        conversation: Uuid,
+        text: String,
+    },
+    SaveDraft {
+        token: TokenHash,
+        conversation: Uuid,
+        draft: Metadata,
+    },
+    SaveMetadata {
+        token: TokenHash,
+        conversation: Uuid,
+        metadata: Metadata,
+    },
+    End {
+        token: TokenHash,
+        conversation: Uuid,
+    },
+    Complete {
+        token: TokenHash,
+        conversation: Uuid,
+    },
+    Transfer {
+        token: TokenHash,
+        conversation: Uuid,
+        target: Target,
+    },
+    Consult {
+        token: TokenHash,
+        conversation: Uuid,
+        agent: AgentId,
+    },
+    Callback {
+        token: TokenHash,
+        conversation: Uuid,
+    },
+    Reassign {
+        token: TokenHash,
+        conversation: Uuid,
+        target: Target,
+    },
+    QueueConversations {
+        token: TokenHash,
+        queue: String,
+    },
+    Pick {
+        token: TokenHash,
+        queue: String,
+        conversation: Uuid,
+    },
+    Agents {
+        token: TokenHash,
+    },
+    Queues {
+        token: TokenHash,
+    },
     /// A customer starts a web chat (the adapter made the customer token).
-    StartChat { queue: String, name: String, text: Option<String>, token: TokenHash },
-    ChatState { token: TokenHash },
+    StartChat {
+        queue: String,
+        name: String,
+        text: Option<String>,
+        token: TokenHash,
+    },
+    ChatState {
+        token: TokenHash,
+    },
     /// A customer chat socket opened; answered with the chat snapshot.
-    AttachChat { token: TokenHash },
-    CustomerMessage { token: TokenHash, text: String },
-    CustomerEnd { token: TokenHash },
+    AttachChat {
+        token: TokenHash,
+    },
+    CustomerMessage {
+        token: TokenHash,
+        text: String,
+    },
+    CustomerEnd {
+        token: TokenHash,
+    },
     /// An sms or social message from an integration (API key already checked).
-    InboundMessage { medium: Medium, from: String, text: String, queue: String },
-    InboundEmail { from: String, subject: String, text: String, queue: String },
-    InboundCall { from: String, queue: String },
-    Hangup { conversation: Uuid },
+    InboundMessage {
+        medium: Medium,
+        from: String,
+        text: String,
+        queue: String,
+    },
+    InboundEmail {
+        from: String,
+        subject: String,
+        text: String,
+        queue: String,
+    },
+    InboundCall {
+        from: String,
+        queue: String,
+    },
+    Hangup {
+        conversation: Uuid,
+    },
     /// An authenticated REGISTER.
-    SipRegister { agent: AgentId, update: BindingUpdate },
+    SipRegister {
+        agent: AgentId,
+        update: BindingUpdate,
+    },
     /// Outcome of one delivery attempt of an outbox item.
-    OutboxAttempt { message: Uuid, delivered: bool, error: Option<String> },
+    OutboxAttempt {
+        message: Uuid,
+        delivered: bool,
+        error: Option<String>,
+    },
 }
 
 /// Who a token belongs to.
@@ -82,14 +184,21 @@ pub enum Principal {
 #[derive(Debug, Clone)]
 pub enum Reply {
     Done,
-    LoggedIn { session_id: Uuid, user: String, role: Role },
+    LoggedIn {
+        session_id: Uuid,
+        user: String,
+        role: Role,
+    },
     Principal(Principal),
     Snapshot(Box<AgentSnapshot>),
     Conversation(Box<ConversationView>),
     Conversations(Vec<ConversationView>),
     Agents(Vec<AgentView>),
     Queues(Vec<QueueView>),
-    ChatStarted { conversation_id: Uuid, group_id: Uuid },
+    ChatStarted {
+        conversation_id: Uuid,
+        group_id: Uuid,
+    },
     Chat(Box<ChatSnapshot>),
     /// Current bindings with their remaining seconds.
     Bindings(Vec<(String, u32)>),
@@ -112,7 +221,10 @@ pub enum Rejection {
 
 impl Rejection {
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Rejection::Conflict { code, message: message.into() }
+        Rejection::Conflict {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid_state(message: impl Into<String>) -> Self {
         Self::conflict("invalid_state", message)

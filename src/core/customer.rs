@@ -9,7 +9,9 @@ use super::*;
 
 impl Core {
     fn inbound_queue(&self, queue: &str, channel: Channel) -> Result<(), Rejection> {
-        let q = self.queue_cfg(queue).ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
+        let q = self
+            .queue_cfg(queue)
+            .ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
         if q.channel != channel {
             return Err(Rejection::Invalid(format!(
                 "queue {queue:?} is a {} queue, not {}",
@@ -38,7 +40,10 @@ impl Core {
             queue,
             customer: customer.clone(),
             subject,
-            origin: Origin { kind: OriginKind::Inbound, previous: None },
+            origin: Origin {
+                kind: OriginKind::Inbound,
+                previous: None,
+            },
             group_id,
             thread: thread_id,
         };
@@ -55,12 +60,19 @@ impl Core {
                 message_count: 0,
             };
             if matches!(medium, Medium::Sms | Medium::Social) {
-                self.open_threads.insert((medium, rec.customer.address.clone()), t);
+                self.open_threads
+                    .insert((medium, rec.customer.address.clone()), t);
             }
             if let Some(h) = token {
                 self.tokens.insert(h, TokenOwner::Thread(t));
             }
-            self.threads.insert(t, ThreadRt { rec, messages: Vec::new() });
+            self.threads.insert(
+                t,
+                ThreadRt {
+                    rec,
+                    messages: Vec::new(),
+                },
+            );
             self.dirty_threads.insert(t);
         }
         self.event(now, id, EventKind::Queued, None, None);
@@ -81,31 +93,45 @@ impl Core {
         if name.is_empty() {
             return Err(Rejection::Invalid("name must not be empty".into()));
         }
-        let customer = Customer { name: name.clone(), address: name };
+        let customer = Customer {
+            name: name.clone(),
+            address: name,
+        };
         let (id, group_id, thread) =
             self.new_inbound(now, Medium::Webchat, queue, customer, None, Some(token));
         if let (Some(t), Some(text)) = (thread, text.filter(|t| !t.trim().is_empty())) {
             self.append_message(now, t, Sender::Customer, text.trim().to_string(), false);
         }
-        Ok(Reply::ChatStarted { conversation_id: id, group_id })
+        Ok(Reply::ChatStarted {
+            conversation_id: id,
+            group_id,
+        })
     }
 
     pub(super) fn thread_of(&self, token: &TokenHash) -> Result<Uuid, Rejection> {
         match self.tokens.get(token) {
             Some(TokenOwner::Thread(t)) if self.threads.contains_key(t) => Ok(*t),
-            Some(TokenOwner::Session(_)) => Err(Rejection::Forbidden("this needs a customer chat token".into())),
+            Some(TokenOwner::Session(_)) => Err(Rejection::Forbidden(
+                "this needs a customer chat token".into(),
+            )),
             _ => Err(Rejection::Unauthorized),
         }
     }
 
     /// Status, queue position (1 = next) and agent name of a thread's current conversation.
-    pub(super) fn thread_status(&self, thread: Uuid) -> Option<(Status, Option<u32>, Option<String>)> {
+    pub(super) fn thread_status(
+        &self,
+        thread: Uuid,
+    ) -> Option<(Status, Option<u32>, Option<String>)> {
         let t = self.threads.get(&thread)?;
         let c = self.conversations.get(&t.rec.current)?;
         let position = (c.status == Status::InQueue)
             .then(|| {
                 self.queues.get(&c.queue).and_then(|q| {
-                    q.waiting.iter().position(|(_, id)| *id == c.id).map(|p| p as u32 + 1)
+                    q.waiting
+                        .iter()
+                        .position(|(_, id)| *id == c.id)
+                        .map(|p| p as u32 + 1)
                 })
             })
             .flatten();
@@ -153,21 +179,37 @@ impl Core {
         t.messages.push(msg.clone());
         let current = t.rec.current;
         self.dirty_threads.insert(thread);
-        self.writes.push(Write::Message { thread, seq, message: msg.clone() });
+        self.writes.push(Write::Message {
+            thread,
+            seq,
+            message: msg.clone(),
+        });
         let view = MessageView::of(&msg);
-        if let Some(agent) = self.conversations.get(&current).and_then(|c| c.agent.clone()) {
+        if let Some(agent) = self
+            .conversations
+            .get(&current)
+            .and_then(|c| c.agent.clone())
+        {
             self.effects.push_back(Effect::Panel {
                 agent,
-                event: PanelEvent::Message { conversation_id: current, message: view.clone() },
+                event: PanelEvent::Message {
+                    conversation_id: current,
+                    message: view.clone(),
+                },
             });
         }
-        self.effects.push_back(Effect::Chat { thread, event: ChatEvent::Message { message: view } });
+        self.effects.push_back(Effect::Chat {
+            thread,
+            event: ChatEvent::Message { message: view },
+        });
         Some(id)
     }
 
     /// A configured prompt to the customer, as a system message.
     pub(super) fn send_prompt(&mut self, now: Now, conv: Uuid, text: String) {
-        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else { return };
+        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else {
+            return;
+        };
         self.append_message(now, thread, Sender::System, text.clone(), false);
         self.event(now, conv, EventKind::PromptSent, None, Some(text));
     }
@@ -182,17 +224,27 @@ impl Core {
 
     /// The conversation's thread is over (the chat ended): no more customer messages.
     pub(super) fn close_thread_of(&mut self, conv: Uuid) {
-        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else { return };
-        let Some(t) = self.threads.get_mut(&thread) else { return };
+        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else {
+            return;
+        };
+        let Some(t) = self.threads.get_mut(&thread) else {
+            return;
+        };
         if t.rec.current != conv || !t.rec.open {
             return;
         }
         t.rec.open = false;
-        self.open_threads.remove(&(t.rec.medium, t.rec.customer.address.clone()));
+        self.open_threads
+            .remove(&(t.rec.medium, t.rec.customer.address.clone()));
         self.dirty_threads.insert(thread);
     }
 
-    pub(super) fn customer_message(&mut self, now: Now, token: &TokenHash, text: String) -> Result<Reply, Rejection> {
+    pub(super) fn customer_message(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        text: String,
+    ) -> Result<Reply, Rejection> {
         let thread = self.thread_of(token)?;
         let text = text.trim().to_string();
         if text.is_empty() {
@@ -213,13 +265,28 @@ impl Core {
             Status::InQueue | Status::Offered => {
                 self.dequeue(conv);
                 self.event(now, conv, EventKind::Abandoned, agent.as_deref(), None);
-                self.close_segment(now, conv, Status::Abandoned, DisconnectReason::CustomerAbandoned);
+                self.close_segment(
+                    now,
+                    conv,
+                    Status::Abandoned,
+                    DisconnectReason::CustomerAbandoned,
+                );
             }
             Status::InProcess => {
                 self.close_segment(now, conv, Status::WrapUp, DisconnectReason::CustomerEnded);
-                self.event(now, conv, EventKind::Ended, agent.as_deref(), Some("customer left".into()));
+                self.event(
+                    now,
+                    conv,
+                    EventKind::Ended,
+                    agent.as_deref(),
+                    Some("customer left".into()),
+                );
             }
-            _ => return Err(Rejection::invalid_state(format!("conversation {conv} has already ended"))),
+            _ => {
+                return Err(Rejection::invalid_state(format!(
+                    "conversation {conv} has already ended"
+                )));
+            }
         }
         self.close_thread_of(conv);
         Ok(())
@@ -227,7 +294,11 @@ impl Core {
 
     pub(super) fn customer_end(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
         let thread = self.thread_of(token)?;
-        let current = self.threads.get(&thread).map(|t| t.rec.current).ok_or(Rejection::Unauthorized)?;
+        let current = self
+            .threads
+            .get(&thread)
+            .map(|t| t.rec.current)
+            .ok_or(Rejection::Unauthorized)?;
         self.customer_left(now, current)?;
         Ok(Reply::Done)
     }
@@ -250,12 +321,19 @@ impl Core {
         if let Some(&t) = self.open_threads.get(&(medium, from.clone())) {
             if self.threads.contains_key(&t) {
                 self.append_message(now, t, Sender::Customer, text, false);
-                let current = self.threads.get(&t).map(|t| t.rec.current).unwrap_or_default();
+                let current = self
+                    .threads
+                    .get(&t)
+                    .map(|t| t.rec.current)
+                    .unwrap_or_default();
                 return Ok(Reply::Conversation(Box::new(self.view_of(current)?)));
             }
         }
         self.inbound_queue(&queue, Channel::Chat)?;
-        let customer = Customer { name: from.clone(), address: from };
+        let customer = Customer {
+            name: from.clone(),
+            address: from,
+        };
         let (id, _, thread) = self.new_inbound(now, medium, queue, customer, None, None);
         if let Some(t) = thread {
             self.append_message(now, t, Sender::Customer, text, false);
@@ -275,7 +353,10 @@ impl Core {
             return Err(Rejection::Invalid("from must not be empty".into()));
         }
         self.inbound_queue(&queue, Channel::Email)?;
-        let customer = Customer { name: from.clone(), address: from };
+        let customer = Customer {
+            name: from.clone(),
+            address: from,
+        };
         let (id, _, thread) =
             self.new_inbound(now, Medium::Email, queue, customer, Some(subject), None);
         if let Some(t) = thread {
@@ -284,19 +365,29 @@ impl Core {
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
     }
 
-    pub(super) fn inbound_call(&mut self, now: Now, from: String, queue: String) -> Result<Reply, Rejection> {
+    pub(super) fn inbound_call(
+        &mut self,
+        now: Now,
+        from: String,
+        queue: String,
+    ) -> Result<Reply, Rejection> {
         if from.trim().is_empty() {
             return Err(Rejection::Invalid("from must not be empty".into()));
         }
         self.inbound_queue(&queue, Channel::Voice)?;
-        let customer = Customer { name: from.clone(), address: from };
+        let customer = Customer {
+            name: from.clone(),
+            address: from,
+        };
         let (id, _, _) = self.new_inbound(now, Medium::Voice, queue, customer, None, None);
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
     }
 
     pub(super) fn hangup(&mut self, now: Now, conv: Uuid) -> Result<Reply, Rejection> {
         if self.conv(conv)?.medium != Medium::Voice {
-            return Err(Rejection::Invalid(format!("conversation {conv} is not a call")));
+            return Err(Rejection::Invalid(format!(
+                "conversation {conv} is not a call"
+            )));
         }
         self.customer_left(now, conv)?;
         Ok(Reply::Conversation(Box::new(self.view_of(conv)?)))
@@ -343,17 +434,31 @@ impl Core {
     }
 
     fn set_delivery(&mut self, thread: Uuid, message: Uuid, state: Delivery) {
-        let Some(t) = self.threads.get_mut(&thread) else { return };
-        let Some((seq, m)) = t.messages.iter_mut().enumerate().find(|(_, m)| m.id == message) else { return };
+        let Some(t) = self.threads.get_mut(&thread) else {
+            return;
+        };
+        let Some((seq, m)) = t
+            .messages
+            .iter_mut()
+            .enumerate()
+            .find(|(_, m)| m.id == message)
+        else {
+            return;
+        };
         m.delivery = Some(state);
         let msg = m.clone();
-        self.writes.push(Write::Message { thread, seq: seq as u32, message: msg });
+        self.writes.push(Write::Message {
+            thread,
+            seq: seq as u32,
+            message: msg,
+        });
     }
 
     /// An outbox item's retry time came.
     pub(super) fn outbox_due(&mut self, _now: Now, message: Uuid) {
         if let Some(item) = self.outbox.get(&message) {
-            self.effects.push_back(Effect::Deliver(Box::new(item.clone())));
+            self.effects
+                .push_back(Effect::Deliver(Box::new(item.clone())));
         }
     }
 }

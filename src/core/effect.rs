@@ -14,16 +14,35 @@ use uuid::Uuid;
 pub enum Write {
     /// Insert or replace a conversation (the store keeps its indexes in step).
     Conversation(Box<Conversation>),
-    Event { conversation: Uuid, seq: u32, event: Event },
+    Event {
+        conversation: Uuid,
+        seq: u32,
+        event: Event,
+    },
     Thread(Box<Thread>),
-    Message { thread: Uuid, seq: u32, message: Message },
+    Message {
+        thread: Uuid,
+        seq: u32,
+        message: Message,
+    },
     Session(Box<Session>),
-    SessionEnded { id: Uuid, token_hash: TokenHash },
-    Draft { session: Uuid, conversation: Uuid, draft: Option<Metadata> },
-    DraftsCleared { session: Uuid },
+    SessionEnded {
+        id: Uuid,
+        token_hash: TokenHash,
+    },
+    Draft {
+        session: Uuid,
+        conversation: Uuid,
+        draft: Option<Metadata>,
+    },
+    DraftsCleared {
+        session: Uuid,
+    },
     Agent(Box<AgentRecord>),
     Outbox(Box<OutboxItem>),
-    OutboxDone { message: Uuid },
+    OutboxDone {
+        message: Uuid,
+    },
 }
 
 /// One thing to tell or do after the batch is committed.

@@ -186,8 +186,19 @@ impl Core {
         self.cfg = cfg.clone();
         let mut queues = BTreeMap::new();
         for q in &cfg.queues {
-            let waiting = self.queues.remove(&q.id).map(|old| old.waiting).unwrap_or_default();
-            queues.insert(q.id.clone(), QueueRt { cfg: q.clone(), waiting, members: Vec::new() });
+            let waiting = self
+                .queues
+                .remove(&q.id)
+                .map(|old| old.waiting)
+                .unwrap_or_default();
+            queues.insert(
+                q.id.clone(),
+                QueueRt {
+                    cfg: q.clone(),
+                    waiting,
+                    members: Vec::new(),
+                },
+            );
         }
         for (id, old) in std::mem::take(&mut self.queues) {
             if !old.waiting.is_empty() {
@@ -216,9 +227,13 @@ impl Core {
             });
         }
         self.queues = queues;
-        self.supervisors =
-            cfg.supervisors.iter().map(|s| (s.id.clone(), s.name.clone())).collect();
+        self.supervisors = cfg
+            .supervisors
+            .iter()
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
         self.alloc_needed = true;
+        self.finish_command(now);
     }
 
     /// Loads the stored state at boot and applies the restart rule (SPEC §2): connected
@@ -244,7 +259,13 @@ impl Core {
             if let Some(h) = thread.token_hash {
                 self.tokens.insert(h, TokenOwner::Thread(thread.id));
             }
-            self.threads.insert(thread.id, ThreadRt { rec: thread, messages });
+            self.threads.insert(
+                thread.id,
+                ThreadRt {
+                    rec: thread,
+                    messages,
+                },
+            );
         }
         for (id, events) in state.events {
             self.timelines.insert(id, events);
@@ -292,7 +313,11 @@ impl Core {
             }
             self.sessions.insert(
                 s.id,
-                SessionRt { rec: s, sockets: BTreeSet::new(), drafts: BTreeMap::new() },
+                SessionRt {
+                    rec: s,
+                    sockets: BTreeSet::new(),
+                    drafts: BTreeMap::new(),
+                },
             );
         }
         for (session, conv, draft) in state.drafts {
@@ -301,7 +326,10 @@ impl Core {
             }
         }
         for item in state.outbox {
-            self.wheel.insert(now.mono_for(item.next_attempt_at), Timer::Outbox(item.message_id));
+            self.wheel.insert(
+                now.mono_for(item.next_attempt_at),
+                Timer::Outbox(item.message_id),
+            );
             self.outbox.insert(item.message_id, item);
         }
         // Offers to agents who are not connected (all of them, right after a boot) go back.
@@ -329,9 +357,7 @@ impl Core {
         match cmd {
             Command::Login { user, role, token } => self.login(now, user, role, token),
             Command::Logout { token } => self.logout(now, &token),
-            Command::Authenticate { token } => {
-                self.principal(&token, now).map(Reply::Principal)
-            }
+            Command::Authenticate { token } => self.principal(&token, now).map(Reply::Principal),
             Command::AttachPanel { token, socket } => self.attach_panel(now, &token, socket),
             Command::DetachPanel { socket } => {
                 self.detach_panel(now, socket);
@@ -342,37 +368,64 @@ impl Core {
                 Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
             }
             Command::SetPresence { token, presence } => self.set_presence(now, &token, presence),
-            Command::Accept { token, conversation } => self.accept(now, &token, conversation),
-            Command::Reject { token, conversation } => self.reject(now, &token, conversation),
-            Command::AgentMessage { token, conversation, text } => {
-                self.agent_message(now, &token, conversation, text)
-            }
-            Command::SaveDraft { token, conversation, draft } => {
-                self.save_draft(now, &token, conversation, draft)
-            }
-            Command::SaveMetadata { token, conversation, metadata } => {
-                self.save_metadata(now, &token, conversation, metadata)
-            }
-            Command::End { token, conversation } => self.end(now, &token, conversation),
-            Command::Complete { token, conversation } => {
-                self.complete(now, &token, conversation)
-            }
-            Command::Transfer { token, conversation, target } => {
-                self.transfer(now, &token, conversation, target)
-            }
-            Command::Consult { token, conversation, agent } => {
-                self.consult(now, &token, conversation, agent)
-            }
-            Command::Callback { token, conversation } => self.callback(now, &token, conversation),
-            Command::Reassign { token, conversation, target } => {
-                self.reassign(now, &token, conversation, target)
-            }
+            Command::Accept {
+                token,
+                conversation,
+            } => self.accept(now, &token, conversation),
+            Command::Reject {
+                token,
+                conversation,
+            } => self.reject(now, &token, conversation),
+            Command::AgentMessage {
+                token,
+                conversation,
+                text,
+            } => self.agent_message(now, &token, conversation, text),
+            Command::SaveDraft {
+                token,
+                conversation,
+                draft,
+            } => self.save_draft(now, &token, conversation, draft),
+            Command::SaveMetadata {
+                token,
+                conversation,
+                metadata,
+            } => self.save_metadata(now, &token, conversation, metadata),
+            Command::End {
+                token,
+                conversation,
+            } => self.end(now, &token, conversation),
+            Command::Complete {
+                token,
+                conversation,
+            } => self.complete(now, &token, conversation),
+            Command::Transfer {
+                token,
+                conversation,
+                target,
+            } => self.transfer(now, &token, conversation, target),
+            Command::Consult {
+                token,
+                conversation,
+                agent,
+            } => self.consult(now, &token, conversation, agent),
+            Command::Callback {
+                token,
+                conversation,
+            } => self.callback(now, &token, conversation),
+            Command::Reassign {
+                token,
+                conversation,
+                target,
+            } => self.reassign(now, &token, conversation, target),
             Command::QueueConversations { token, queue } => {
                 self.queue_conversations(now, &token, &queue)
             }
-            Command::Pick { token, queue, conversation } => {
-                self.pick(now, &token, &queue, conversation)
-            }
+            Command::Pick {
+                token,
+                queue,
+                conversation,
+            } => self.pick(now, &token, &queue, conversation),
             Command::Agents { token } => {
                 self.supervisor_of(&token, now)?;
                 Ok(Reply::Agents(self.agent_views()))
@@ -381,27 +434,38 @@ impl Core {
                 self.supervisor_of(&token, now)?;
                 Ok(Reply::Queues(self.queue_views()))
             }
-            Command::StartChat { queue, name, text, token } => {
-                self.start_chat(now, queue, name, text, token)
-            }
+            Command::StartChat {
+                queue,
+                name,
+                text,
+                token,
+            } => self.start_chat(now, queue, name, text, token),
             Command::ChatState { token } | Command::AttachChat { token } => {
                 let thread = self.thread_of(&token)?;
                 Ok(Reply::Chat(Box::new(self.chat_snapshot(thread)?)))
             }
             Command::CustomerMessage { token, text } => self.customer_message(now, &token, text),
             Command::CustomerEnd { token } => self.customer_end(now, &token),
-            Command::InboundMessage { medium, from, text, queue } => {
-                self.inbound_message(now, medium, from, text, queue)
-            }
-            Command::InboundEmail { from, subject, text, queue } => {
-                self.inbound_email(now, from, subject, text, queue)
-            }
+            Command::InboundMessage {
+                medium,
+                from,
+                text,
+                queue,
+            } => self.inbound_message(now, medium, from, text, queue),
+            Command::InboundEmail {
+                from,
+                subject,
+                text,
+                queue,
+            } => self.inbound_email(now, from, subject, text, queue),
             Command::InboundCall { from, queue } => self.inbound_call(now, from, queue),
             Command::Hangup { conversation } => self.hangup(now, conversation),
             Command::SipRegister { agent, update } => self.sip_register(now, &agent, update),
-            Command::OutboxAttempt { message, delivered, error } => {
-                self.outbox_attempt(now, message, delivered, error)
-            }
+            Command::OutboxAttempt {
+                message,
+                delivered,
+                error,
+            } => self.outbox_attempt(now, message, delivered, error),
         }
     }
 
@@ -520,19 +584,32 @@ impl Core {
         agent: Option<&str>,
         detail: Option<String>,
     ) {
-        let Some(c) = self.conversations.get_mut(&id) else { return };
-        let event = Event { at: now.ts(), event: kind, agent: agent.map(String::from), detail };
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let event = Event {
+            at: now.ts(),
+            event: kind,
+            agent: agent.map(String::from),
+            detail,
+        };
         let seq = c.event_count;
         c.event_count += 1;
         self.dirty_convs.insert(id);
         self.timelines.entry(id).or_default().push(event.clone());
-        self.writes.push(Write::Event { conversation: id, seq, event });
+        self.writes.push(Write::Event {
+            conversation: id,
+            seq,
+            event,
+        });
     }
 
     /// Sets (or clears) the agent of a conversation, keeping the per-agent index in step.
     fn set_agent(&mut self, id: Uuid, agent: Option<AgentId>) {
         self.touch(id);
-        let Some(c) = self.conversations.get_mut(&id) else { return };
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
         if let Some(old) = c.agent.take() {
             if let Some(a) = self.agents.get_mut(&old) {
                 a.assigned.remove(&id);
@@ -553,7 +630,9 @@ impl Core {
     /// Sets a conversation's status, keeping the agent index in step with "assigned".
     fn set_status(&mut self, id: Uuid, status: Status) {
         self.touch(id);
-        let Some(c) = self.conversations.get_mut(&id) else { return };
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
         c.status = status;
         if status != Status::Offered {
             c.offer_expires_at = None;
@@ -575,7 +654,13 @@ impl Core {
         self.close_segment_at(now.ts(), id, status, reason);
     }
 
-    fn close_segment_at(&mut self, at: Timestamp, id: Uuid, status: Status, reason: DisconnectReason) {
+    fn close_segment_at(
+        &mut self,
+        at: Timestamp,
+        id: Uuid,
+        status: Status,
+        reason: DisconnectReason,
+    ) {
         self.set_status(id, status);
         if let Some(c) = self.conversations.get_mut(&id) {
             c.ended_at = Some(at);
@@ -605,7 +690,11 @@ impl Core {
     fn drop_draft(&mut self, session: Uuid, conv: Uuid) {
         if let Some(s) = self.sessions.get_mut(&session) {
             if s.drafts.remove(&conv).is_some() {
-                self.writes.push(Write::Draft { session, conversation: conv, draft: None });
+                self.writes.push(Write::Draft {
+                    session,
+                    conversation: conv,
+                    draft: None,
+                });
             }
         }
     }
@@ -656,7 +745,10 @@ impl Core {
 
     fn banners(&self, agent: &AgentRt) -> Vec<Banner> {
         if agent.rec.sip_lost {
-            vec![Banner { code: "sip_registration_lost".into(), text: SIP_LOST_TEXT.into() }]
+            vec![Banner {
+                code: "sip_registration_lost".into(),
+                text: SIP_LOST_TEXT.into(),
+            }]
         } else {
             Vec::new()
         }
@@ -675,7 +767,9 @@ impl Core {
         let touched = std::mem::take(&mut self.touched);
         let mut threads = BTreeSet::new();
         for (id, mut agents) in touched {
-            let Some(c) = self.conversations.get(&id) else { continue };
+            let Some(c) = self.conversations.get(&id) else {
+                continue;
+            };
             if let Some(a) = &c.agent {
                 agents.insert(a.clone());
             }
@@ -687,14 +781,17 @@ impl Core {
             for agent in agents {
                 self.effects.push_back(Effect::Panel {
                     agent,
-                    event: view::PanelEvent::Conversation { conversation: Box::new(view.clone()) },
+                    event: view::PanelEvent::Conversation {
+                        conversation: Box::new(view.clone()),
+                    },
                 });
             }
             let mut plain = view;
             plain.messages = None;
-            self.effects.push_back(Effect::Dashboard(view::DashboardEvent::Conversation {
-                conversation: Box::new(plain),
-            }));
+            self.effects
+                .push_back(Effect::Dashboard(view::DashboardEvent::Conversation {
+                    conversation: Box::new(plain),
+                }));
         }
         // Queue positions move for every web chat waiting in a changed queue.
         let queues = std::mem::take(&mut self.dirty_queues);
@@ -706,21 +803,28 @@ impl Core {
                     }
                 }
                 let qv = self.queue_view(rt);
-                self.effects.push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
+                self.effects
+                    .push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
             }
         }
         for t in threads {
             if let Some((status, position, agent_name)) = self.thread_status(t) {
                 self.effects.push_back(Effect::Chat {
                     thread: t,
-                    event: view::ChatEvent::Status { status, position, agent_name },
+                    event: view::ChatEvent::Status {
+                        status,
+                        position,
+                        agent_name,
+                    },
                 });
             }
         }
         let agents = std::mem::take(&mut self.dirty_agents);
         self.batch_agents.extend(agents.iter().cloned());
         for id in agents {
-            let Some(a) = self.agents.get(&id) else { continue };
+            let Some(a) = self.agents.get(&id) else {
+                continue;
+            };
             let caps = self.capabilities(a);
             let banners = self.banners(a);
             let av = self.agent_view(a);
@@ -735,11 +839,15 @@ impl Core {
             if banners_changed {
                 self.effects.push_back(Effect::Panel {
                     agent: id.clone(),
-                    event: view::PanelEvent::Banners { banners: banners.clone() },
+                    event: view::PanelEvent::Banners {
+                        banners: banners.clone(),
+                    },
                 });
             }
             self.effects
-                .push_back(Effect::Dashboard(view::DashboardEvent::Agent { agent: Box::new(av) }));
+                .push_back(Effect::Dashboard(view::DashboardEvent::Agent {
+                    agent: Box::new(av),
+                }));
             if let Some(a) = self.agents.get_mut(&id) {
                 a.sent_caps = caps;
                 a.sent_banners = banners;

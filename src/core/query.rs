@@ -28,7 +28,11 @@ impl Core {
     pub(super) fn snapshot(&self, agent: &str) -> AgentSnapshot {
         let Some(a) = self.agents.get(agent) else {
             return AgentSnapshot {
-                session: SessionRef { id: Uuid::nil(), state: SessionState::Disconnected, agent_id: agent.into() },
+                session: SessionRef {
+                    id: Uuid::nil(),
+                    state: SessionState::Disconnected,
+                    agent_id: agent.into(),
+                },
                 presence: Presence::NotReady,
                 capabilities: Capabilities::default(),
                 banners: Vec::new(),
@@ -48,7 +52,9 @@ impl Core {
         AgentSnapshot {
             session: SessionRef {
                 id: session.map(|s| s.rec.id).unwrap_or_default(),
-                state: session.map(|s| s.rec.state).unwrap_or(SessionState::Disconnected),
+                state: session
+                    .map(|s| s.rec.state)
+                    .unwrap_or(SessionState::Disconnected),
                 agent_id: agent.into(),
             },
             presence: a.rec.presence,
@@ -60,12 +66,15 @@ impl Core {
     }
 
     pub(super) fn agent_view(&self, a: &AgentRt) -> AgentView {
-        let session = a.session.and_then(|s| self.sessions.get(&s)).map(|s| SessionSummary {
-            id: s.rec.id,
-            state: s.rec.state,
-            disconnected_at: s.rec.disconnected_at,
-            deadline: s.rec.deadline,
-        });
+        let session = a
+            .session
+            .and_then(|s| self.sessions.get(&s))
+            .map(|s| SessionSummary {
+                id: s.rec.id,
+                state: s.rec.state,
+                disconnected_at: s.rec.disconnected_at,
+                deadline: s.rec.deadline,
+            });
         let cfg = self.cfg.agents.iter().find(|c| c.id == a.rec.id);
         let open = self
             .conversations
@@ -74,7 +83,9 @@ impl Core {
             .count() as u32;
         AgentView {
             agent_id: a.rec.id.clone(),
-            name: cfg.map(|c| c.name.clone()).unwrap_or_else(|| a.rec.id.clone()),
+            name: cfg
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| a.rec.id.clone()),
             queues: cfg.map(|c| c.queues.clone()).unwrap_or_default(),
             session,
             presence: a.rec.presence,
@@ -119,6 +130,9 @@ impl Core {
 
     /// Snapshot for a new Dashboard socket.
     pub fn dashboard_snapshot(&self) -> DashboardEvent {
-        DashboardEvent::Snapshot { agents: self.agent_views(), queues: self.queue_views() }
+        DashboardEvent::Snapshot {
+            agents: self.agent_views(),
+            queues: self.queue_views(),
+        }
     }
 }

@@ -11,7 +11,9 @@ impl Core {
     pub(super) fn enqueue(&mut self, id: Uuid) {
         self.set_agent(id, None);
         self.set_status(id, Status::InQueue);
-        let Some(c) = self.conversations.get(&id) else { return };
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
         let (rank, queue) = (c.queue_rank, c.queue.clone());
         if let Some(q) = self.queues.get_mut(&queue) {
             q.waiting.insert((rank, id));
@@ -22,7 +24,9 @@ impl Core {
 
     /// Takes a conversation out of its queue's waiting list.
     pub(super) fn dequeue(&mut self, id: Uuid) {
-        let Some(c) = self.conversations.get(&id) else { return };
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
         let (rank, queue) = (c.queue_rank, c.queue.clone());
         if let Some(q) = self.queues.get_mut(&queue) {
             q.waiting.remove(&(rank, id));
@@ -41,10 +45,16 @@ impl Core {
     /// Offers waiting work to eligible agents, queue by queue, oldest first, each to the
     /// eligible member idle longest on that channel who has not declined it.
     pub(super) fn allocate(&mut self, now: Now) {
-        let queue_ids: Vec<String> =
-            self.queues.iter().filter(|(_, q)| !q.waiting.is_empty()).map(|(k, _)| k.clone()).collect();
+        let queue_ids: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.waiting.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
         for qid in queue_ids {
-            let Some(q) = self.queues.get(&qid) else { continue };
+            let Some(q) = self.queues.get(&qid) else {
+                continue;
+            };
             let channel = q.cfg.channel;
             let mut candidates: Vec<(Timestamp, AgentId)> = q
                 .members
@@ -62,13 +72,21 @@ impl Core {
                 if candidates.is_empty() {
                     break;
                 }
-                let Some(c) = self.conversations.get(&id) else { continue };
-                let Some(pos) = candidates.iter().position(|(_, a)| !c.declined_by.contains(a)) else {
+                let Some(c) = self.conversations.get(&id) else {
+                    continue;
+                };
+                let Some(pos) = candidates
+                    .iter()
+                    .position(|(_, a)| !c.declined_by.contains(a))
+                else {
                     continue;
                 };
                 let agent = candidates[pos].1.clone();
                 self.offer(now, id, &agent);
-                let still = self.agents.get(&agent).is_some_and(|a| self.eligible(a, channel));
+                let still = self
+                    .agents
+                    .get(&agent)
+                    .is_some_and(|a| self.eligible(a, channel));
                 if still {
                     candidates[pos].0 = now.ts();
                     candidates.sort();
@@ -82,7 +100,9 @@ impl Core {
     /// Offers a conversation to an agent (from the queue, or directly for transfers).
     pub(super) fn offer(&mut self, now: Now, id: Uuid, agent: &str) {
         self.dequeue(id);
-        let Some(c) = self.conversations.get(&id) else { return };
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
         let timeout = self
             .queue_cfg(&c.queue)
             .map(|q| q.effective_offer_timeout())
@@ -93,7 +113,8 @@ impl Core {
         if let Some(c) = self.conversations.get_mut(&id) {
             c.offer_expires_at = Some(now.ts().plus(timeout));
         }
-        self.wheel.insert(now.mono + timeout.as_millis() as u64, Timer::Offer(id));
+        self.wheel
+            .insert(now.mono + timeout.as_millis() as u64, Timer::Offer(id));
         if let Some(a) = self.agents.get_mut(agent) {
             a.rec.idle_since[channel_index(channel)] = now.ts();
         }
@@ -103,7 +124,13 @@ impl Core {
     /// An offer goes back to the queue, keeping its arrival time.
     pub(super) fn withdraw_offer(&mut self, now: Now, id: Uuid, why: &str) {
         let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
-        self.event(now, id, EventKind::OfferWithdrawn, agent.as_deref(), Some(why.to_string()));
+        self.event(
+            now,
+            id,
+            EventKind::OfferWithdrawn,
+            agent.as_deref(),
+            Some(why.to_string()),
+        );
         self.enqueue(id);
     }
 
@@ -114,7 +141,11 @@ impl Core {
             .map(|a| {
                 a.assigned
                     .iter()
-                    .filter(|id| self.conversations.get(id).is_some_and(|c| c.status == Status::Offered))
+                    .filter(|id| {
+                        self.conversations
+                            .get(id)
+                            .is_some_and(|c| c.status == Status::Offered)
+                    })
                     .copied()
                     .collect()
             })
@@ -125,13 +156,16 @@ impl Core {
     }
 
     pub(super) fn offer_timed_out(&mut self, now: Now, id: Uuid) {
-        let Some(c) = self.conversations.get(&id) else { return };
+        let Some(c) = self.conversations.get(&id) else {
+            return;
+        };
         if c.status != Status::Offered {
             return;
         }
         let Some(agent) = c.agent.clone() else { return };
-        let not_ready =
-            self.queue_cfg(&c.queue).is_some_and(|q| q.not_ready_after_no_response);
+        let not_ready = self
+            .queue_cfg(&c.queue)
+            .is_some_and(|q| q.not_ready_after_no_response);
         self.event(now, id, EventKind::OfferTimeout, Some(&agent), None);
         if let Some(c) = self.conversations.get_mut(&id) {
             c.declined_by.push(agent.clone());
@@ -147,19 +181,32 @@ impl Core {
         let (agent, _) = self.agent_of(token, now)?;
         let c = self.conv(id)?;
         if c.status != Status::Offered || c.agent.as_deref() != Some(agent.as_str()) {
-            return Err(Rejection::conflict("not_offered_to_you", "this conversation is not offered to you"));
+            return Err(Rejection::conflict(
+                "not_offered_to_you",
+                "this conversation is not offered to you",
+            ));
         }
         Ok(agent)
     }
 
-    pub(super) fn accept(&mut self, now: Now, token: &TokenHash, id: Uuid) -> Result<Reply, Rejection> {
+    pub(super) fn accept(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        id: Uuid,
+    ) -> Result<Reply, Rejection> {
         let agent = self.offered_to(token, now, id)?;
         self.set_status(id, Status::InProcess);
         self.event(now, id, EventKind::Accepted, Some(&agent), None);
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
     }
 
-    pub(super) fn reject(&mut self, now: Now, token: &TokenHash, id: Uuid) -> Result<Reply, Rejection> {
+    pub(super) fn reject(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        id: Uuid,
+    ) -> Result<Reply, Rejection> {
         let agent = self.offered_to(token, now, id)?;
         self.event(now, id, EventKind::OfferRejected, Some(&agent), None);
         if let Some(c) = self.conversations.get_mut(&id) {
@@ -187,12 +234,22 @@ impl Core {
     }
 
     /// The queue, if the token is a supervisor's or a member agent's.
-    fn member_queue(&self, token: &TokenHash, now: Now, queue: &str) -> Result<&QueueRt, Rejection> {
-        let q = self.queues.get(queue).ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
+    fn member_queue(
+        &self,
+        token: &TokenHash,
+        now: Now,
+        queue: &str,
+    ) -> Result<&QueueRt, Rejection> {
+        let q = self
+            .queues
+            .get(queue)
+            .ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
         match self.principal(token, now)? {
             Principal::Supervisor { .. } => Ok(q),
             Principal::Agent { agent, .. } if q.members.contains(&agent) => Ok(q),
-            _ => Err(Rejection::Forbidden(format!("you are not a member of queue {queue:?}"))),
+            _ => Err(Rejection::Forbidden(format!(
+                "you are not a member of queue {queue:?}"
+            ))),
         }
     }
 
@@ -208,14 +265,21 @@ impl Core {
         let channel = q.cfg.channel;
         let c = self.conv(id)?;
         if c.queue != queue || c.status != Status::InQueue {
-            return Err(Rejection::invalid_state(format!("conversation {id} is not waiting in queue {queue:?}")));
+            return Err(Rejection::invalid_state(format!(
+                "conversation {id} is not waiting in queue {queue:?}"
+            )));
         }
         let a = self.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
         if self.load(a, channel) >= self.capacity(&agent, channel) {
-            return Err(Rejection::conflict("capacity_reached", format!("you are at your {} capacity", channel.as_str())));
+            return Err(Rejection::conflict(
+                "capacity_reached",
+                format!("you are at your {} capacity", channel.as_str()),
+            ));
         }
         if channel == Channel::Voice && !self.capabilities(a).voice {
-            return Err(Rejection::invalid_state("voice is unavailable: your phone is not registered or your panel is offline"));
+            return Err(Rejection::invalid_state(
+                "voice is unavailable: your phone is not registered or your panel is offline",
+            ));
         }
         self.dequeue(id);
         self.set_agent(id, Some(agent.clone()));
@@ -230,11 +294,33 @@ impl Core {
     /// At the grace deadline: the chat's original is closed `handled`/`AgentSessionLost` and a
     /// new conversation of the same group, thread and queue waits for the next agent — with
     /// the original arrival time unless the queue says otherwise.
-    pub(super) fn requeue_lost_chat(&mut self, now: Now, deadline: Timestamp, id: Uuid, agent: &str) {
-        self.event(now, id, EventKind::SessionLost, Some(agent), Some("grace period expired".into()));
-        self.close_segment_at(deadline, id, Status::Handled, DisconnectReason::AgentSessionLost);
-        let Some(orig) = self.conversations.get(&id).cloned() else { return };
-        let position = self.queue_cfg(&orig.queue).map(|q| q.requeue_position).unwrap_or_default();
+    pub(super) fn requeue_lost_chat(
+        &mut self,
+        now: Now,
+        deadline: Timestamp,
+        id: Uuid,
+        agent: &str,
+    ) {
+        self.event(
+            now,
+            id,
+            EventKind::SessionLost,
+            Some(agent),
+            Some("grace period expired".into()),
+        );
+        self.close_segment_at(
+            deadline,
+            id,
+            Status::Handled,
+            DisconnectReason::AgentSessionLost,
+        );
+        let Some(orig) = self.conversations.get(&id).cloned() else {
+            return;
+        };
+        let position = self
+            .queue_cfg(&orig.queue)
+            .map(|q| q.requeue_position)
+            .unwrap_or_default();
         let (arrival, rank) = match position {
             RequeuePosition::Original => (orig.queue_arrival_time, orig.queue_arrival_time.0),
             RequeuePosition::Back => (now.ts(), now.wall),
@@ -244,7 +330,10 @@ impl Core {
                     .get(&orig.queue)
                     .and_then(|q| q.waiting.first().map(|(r, _)| *r))
                     .unwrap_or(i64::MAX);
-                (orig.queue_arrival_time, head.min(orig.queue_arrival_time.0).saturating_sub(1))
+                (
+                    orig.queue_arrival_time,
+                    head.min(orig.queue_arrival_time.0).saturating_sub(1),
+                )
             }
         };
         let new_id = self.new_id(now);
@@ -258,7 +347,10 @@ impl Core {
             last_agent: None,
             customer: orig.customer.clone(),
             subject: orig.subject.clone(),
-            origin: Origin { kind: OriginKind::Requeue, previous: Some(id) },
+            origin: Origin {
+                kind: OriginKind::Requeue,
+                previous: Some(id),
+            },
             queue_arrival_time: arrival,
             queue_rank: rank,
             created_at: now.ts(),
@@ -273,14 +365,28 @@ impl Core {
         };
         self.conversations.insert(new_id, new);
         self.touch(new_id);
-        self.event(now, id, EventKind::Requeued, Some(agent), Some(format!("continued as {new_id}")));
-        self.event(now, new_id, EventKind::Requeued, None, Some(format!("requeued from {id} (AgentSessionLost)")));
+        self.event(
+            now,
+            id,
+            EventKind::Requeued,
+            Some(agent),
+            Some(format!("continued as {new_id}")),
+        );
+        self.event(
+            now,
+            new_id,
+            EventKind::Requeued,
+            None,
+            Some(format!("requeued from {id} (AgentSessionLost)")),
+        );
         self.event(now, new_id, EventKind::Queued, None, None);
         self.enqueue(new_id);
         if let Some(t) = orig.thread {
             self.move_thread(t, new_id);
         }
-        let prompt = self.queue_cfg(&orig.queue).and_then(|q| q.session_lost_prompt.clone());
+        let prompt = self
+            .queue_cfg(&orig.queue)
+            .and_then(|q| q.session_lost_prompt.clone());
         if let Some(text) = prompt {
             self.send_prompt(now, new_id, text);
         }

@@ -12,22 +12,33 @@ impl Core {
             Some(TokenOwner::Session(id)) => {
                 let s = self.sessions.get(id).ok_or(Rejection::Unauthorized)?;
                 Ok(match s.rec.role {
-                    Role::Agent => Principal::Agent { agent: s.rec.user.clone(), session: s.rec.id },
-                    Role::Supervisor => {
-                        Principal::Supervisor { supervisor: s.rec.user.clone(), session: s.rec.id }
-                    }
+                    Role::Agent => Principal::Agent {
+                        agent: s.rec.user.clone(),
+                        session: s.rec.id,
+                    },
+                    Role::Supervisor => Principal::Supervisor {
+                        supervisor: s.rec.user.clone(),
+                        session: s.rec.id,
+                    },
                 })
             }
             Some(TokenOwner::Thread(t)) => {
                 let th = self.threads.get(t).ok_or(Rejection::Unauthorized)?;
-                Ok(Principal::Customer { thread: th.rec.id, conversation: th.rec.current })
+                Ok(Principal::Customer {
+                    thread: th.rec.id,
+                    conversation: th.rec.current,
+                })
             }
             None => Err(Rejection::Unauthorized),
         }
     }
 
     /// The agent and session behind an agent token.
-    pub(super) fn agent_of(&self, token: &TokenHash, now: Now) -> Result<(AgentId, Uuid), Rejection> {
+    pub(super) fn agent_of(
+        &self,
+        token: &TokenHash,
+        now: Now,
+    ) -> Result<(AgentId, Uuid), Rejection> {
         match self.principal(token, now)? {
             Principal::Agent { agent, session } => Ok((agent, session)),
             _ => Err(Rejection::Forbidden("this needs an agent session".into())),
@@ -37,7 +48,9 @@ impl Core {
     pub(super) fn supervisor_of(&self, token: &TokenHash, now: Now) -> Result<String, Rejection> {
         match self.principal(token, now)? {
             Principal::Supervisor { supervisor, .. } => Ok(supervisor),
-            _ => Err(Rejection::Forbidden("this needs a supervisor session".into())),
+            _ => Err(Rejection::Forbidden(
+                "this needs a supervisor session".into(),
+            )),
         }
     }
 
@@ -64,18 +77,32 @@ impl Core {
                 deadline: None,
             };
             self.writes.push(Write::Session(Box::new(rec.clone())));
-            self.sessions
-                .insert(id, SessionRt { rec, sockets: BTreeSet::new(), drafts: BTreeMap::new() });
+            self.sessions.insert(
+                id,
+                SessionRt {
+                    rec,
+                    sockets: BTreeSet::new(),
+                    drafts: BTreeMap::new(),
+                },
+            );
             self.tokens.insert(token, TokenOwner::Session(id));
-            return Ok(Reply::LoggedIn { session_id: id, user, role });
+            return Ok(Reply::LoggedIn {
+                session_id: id,
+                user,
+                role,
+            });
         }
-        let Some(agent) = self.agents.get(&user) else { return Err(Rejection::Unauthorized) };
+        let Some(agent) = self.agents.get(&user) else {
+            return Err(Rejection::Unauthorized);
+        };
         let grace = self.cfg.resilience.session_grace;
         let existing = agent.session.filter(|s| self.sessions.contains_key(s));
         let id = match existing {
             Some(id) => {
                 // Takeover: same session, new token, old token revoked, old sockets closed.
-                let Some(s) = self.sessions.get_mut(&id) else { return Err(Rejection::Unauthorized) };
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return Err(Rejection::Unauthorized);
+                };
                 self.tokens.remove(&s.rec.token_hash);
                 s.rec.token_hash = token;
                 let sockets: Vec<u64> = std::mem::take(&mut s.sockets).into_iter().collect();
@@ -93,11 +120,18 @@ impl Core {
                 if !sockets.is_empty() {
                     self.effects.push_back(Effect::Panel {
                         agent: user.clone(),
-                        event: PanelEvent::Session { state: "ended", reason: "taken_over" },
+                        event: PanelEvent::Session {
+                            state: "ended",
+                            reason: "taken_over",
+                        },
                     });
-                    self.effects.push_back(Effect::ClosePanels { sockets, code: 4001 });
+                    self.effects.push_back(Effect::ClosePanels {
+                        sockets,
+                        code: 4001,
+                    });
                 }
-                self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
+                self.wheel
+                    .insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
                 if was_connected {
                     // The panel moves to a new place; the phone is not affected, so calls
                     // stay up, but nothing may be offered until the new panel is attached.
@@ -118,9 +152,16 @@ impl Core {
                     deadline: Some(now.ts().plus(grace)),
                 };
                 self.writes.push(Write::Session(Box::new(rec.clone())));
-                self.sessions
-                    .insert(id, SessionRt { rec, sockets: BTreeSet::new(), drafts: BTreeMap::new() });
-                self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
+                self.sessions.insert(
+                    id,
+                    SessionRt {
+                        rec,
+                        sockets: BTreeSet::new(),
+                        drafts: BTreeMap::new(),
+                    },
+                );
+                self.wheel
+                    .insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
                 if let Some(a) = self.agents.get_mut(&user) {
                     a.session = Some(id);
                     a.rec.presence = Presence::Ready;
@@ -131,7 +172,11 @@ impl Core {
         };
         self.tokens.insert(token, TokenOwner::Session(id));
         self.dirty_agents.insert(user.clone());
-        Ok(Reply::LoggedIn { session_id: id, user, role })
+        Ok(Reply::LoggedIn {
+            session_id: id,
+            user,
+            role,
+        })
     }
 
     pub(super) fn logout(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
@@ -139,7 +184,10 @@ impl Core {
             Principal::Supervisor { session, .. } => {
                 if let Some(s) = self.sessions.remove(&session) {
                     self.tokens.remove(&s.rec.token_hash);
-                    self.writes.push(Write::SessionEnded { id: session, token_hash: s.rec.token_hash });
+                    self.writes.push(Write::SessionEnded {
+                        id: session,
+                        token_hash: s.rec.token_hash,
+                    });
                 }
                 Ok(Reply::Done)
             }
@@ -154,14 +202,18 @@ impl Core {
                 if let Some(n) = blocking.filter(|n| *n > 0) {
                     return Err(Rejection::conflict(
                         "conversations_open",
-                        format!("{n} voice or chat conversation(s) are still open: end and complete them first"),
+                        format!(
+                            "{n} voice or chat conversation(s) are still open: end and complete them first"
+                        ),
                     ));
                 }
                 self.withdraw_offers_of(now, &agent, "agent logged out");
                 self.end_session(now, session, "logged_out");
                 Ok(Reply::Done)
             }
-            Principal::Customer { .. } => Err(Rejection::Forbidden("customers end chats with /chat/end".into())),
+            Principal::Customer { .. } => Err(Rejection::Forbidden(
+                "customers end chats with /chat/end".into(),
+            )),
         }
     }
 
@@ -172,7 +224,9 @@ impl Core {
         socket: u64,
     ) -> Result<Reply, Rejection> {
         let (agent, sid) = self.agent_of(token, now)?;
-        let Some(s) = self.sessions.get_mut(&sid) else { return Err(Rejection::Unauthorized) };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Err(Rejection::Unauthorized);
+        };
         s.sockets.insert(socket);
         self.sockets.insert(socket, sid);
         if s.rec.state == SessionState::Disconnected {
@@ -202,8 +256,12 @@ impl Core {
     }
 
     pub(super) fn detach_panel(&mut self, now: Now, socket: u64) {
-        let Some(sid) = self.sockets.remove(&socket) else { return };
-        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(sid) = self.sockets.remove(&socket) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         s.sockets.remove(&socket);
         if s.sockets.is_empty() && s.rec.state == SessionState::Connected {
             self.connection_lost(now, sid);
@@ -214,29 +272,50 @@ impl Core {
     /// timeout: all the same event).
     fn connection_lost(&mut self, now: Now, sid: Uuid) {
         let grace = self.cfg.resilience.session_grace;
-        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         s.rec.state = SessionState::Disconnected;
         s.rec.disconnected_at = Some(now.ts());
         s.rec.deadline = Some(now.ts().plus(grace));
         self.writes.push(Write::Session(Box::new(s.rec.clone())));
         let agent = s.rec.user.clone();
-        self.wheel.insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
+        self.wheel
+            .insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
         self.dirty_agents.insert(agent.clone());
-        let held: Vec<Uuid> =
-            self.agents.get(&agent).map(|a| a.assigned.iter().copied().collect()).unwrap_or_default();
+        let held: Vec<Uuid> = self
+            .agents
+            .get(&agent)
+            .map(|a| a.assigned.iter().copied().collect())
+            .unwrap_or_default();
         for id in held {
-            let Some(c) = self.conversations.get(&id) else { continue };
+            let Some(c) = self.conversations.get(&id) else {
+                continue;
+            };
             let (status, channel, queue) = (c.status, c.channel(), c.queue.clone());
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
                 (Status::InProcess, Channel::Voice) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
-                    self.close_segment(now, id, Status::WrapUp, DisconnectReason::AgentConnectionLost);
-                    self.event(now, id, EventKind::Ended, Some(&agent), Some("call dropped: agent connection lost".into()));
+                    self.close_segment(
+                        now,
+                        id,
+                        Status::WrapUp,
+                        DisconnectReason::AgentConnectionLost,
+                    );
+                    self.event(
+                        now,
+                        id,
+                        EventKind::Ended,
+                        Some(&agent),
+                        Some("call dropped: agent connection lost".into()),
+                    );
                 }
                 (Status::InProcess, Channel::Chat) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
-                    let prompt = self.queue_cfg(&queue).and_then(|q| q.reconnecting_prompt.clone());
+                    let prompt = self
+                        .queue_cfg(&queue)
+                        .and_then(|q| q.reconnecting_prompt.clone());
                     if let Some(text) = prompt {
                         self.send_prompt(now, id, text);
                     }
@@ -251,27 +330,47 @@ impl Core {
 
     /// The grace period of a disconnected session ran out without a resume.
     pub(super) fn grace_expired(&mut self, now: Now, sid: Uuid) {
-        let Some(s) = self.sessions.get(&sid) else { return };
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
         if s.rec.state != SessionState::Disconnected || s.rec.role != Role::Agent {
             return;
         }
         let deadline = s.rec.deadline.unwrap_or(now.ts());
         let agent = s.rec.user.clone();
-        let held: Vec<Uuid> =
-            self.agents.get(&agent).map(|a| a.assigned.iter().copied().collect()).unwrap_or_default();
+        let held: Vec<Uuid> = self
+            .agents
+            .get(&agent)
+            .map(|a| a.assigned.iter().copied().collect())
+            .unwrap_or_default();
         for id in held {
-            let Some(c) = self.conversations.get(&id) else { continue };
+            let Some(c) = self.conversations.get(&id) else {
+                continue;
+            };
             let (status, channel) = (c.status, c.channel());
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent session lost"),
-                (Status::InProcess, Channel::Chat) => self.requeue_lost_chat(now, deadline, id, &agent),
+                (Status::InProcess, Channel::Chat) => {
+                    self.requeue_lost_chat(now, deadline, id, &agent)
+                }
                 (Status::InProcess, Channel::Email) => {
-                    self.event(now, id, EventKind::SessionLost, Some(&agent), Some("email stays assigned".into()));
+                    self.event(
+                        now,
+                        id,
+                        EventKind::SessionLost,
+                        Some(&agent),
+                        Some("email stays assigned".into()),
+                    );
                 }
                 (Status::InProcess, Channel::Voice) => {
                     // Only after a restart can a call still be up here; the agent is gone.
                     self.event(now, id, EventKind::SessionLost, Some(&agent), None);
-                    self.close_segment_at(deadline, id, Status::WrapUp, DisconnectReason::AgentSessionLost);
+                    self.close_segment_at(
+                        deadline,
+                        id,
+                        Status::WrapUp,
+                        DisconnectReason::AgentSessionLost,
+                    );
                     self.auto_complete(now, id, &agent);
                 }
                 (Status::WrapUp, _) => {
@@ -286,7 +385,13 @@ impl Core {
 
     /// Wrap-up finished by the system (the session ended): the work is `handled`.
     fn auto_complete(&mut self, now: Now, id: Uuid, agent: &str) {
-        self.event(now, id, EventKind::WrapUpCompleted, Some(agent), Some("completed automatically: session ended".into()));
+        self.event(
+            now,
+            id,
+            EventKind::WrapUpCompleted,
+            Some(agent),
+            Some("completed automatically: session ended".into()),
+        );
         self.set_status(id, Status::Handled);
         self.release_closed(id);
     }
@@ -295,12 +400,17 @@ impl Core {
     pub(super) fn end_session(&mut self, now: Now, sid: Uuid, reason: &'static str) {
         let _ = now;
         self.wheel.cancel(&Timer::Grace(sid));
-        let Some(s) = self.sessions.remove(&sid) else { return };
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
         self.tokens.remove(&s.rec.token_hash);
         if !s.drafts.is_empty() {
             self.writes.push(Write::DraftsCleared { session: sid });
         }
-        self.writes.push(Write::SessionEnded { id: sid, token_hash: s.rec.token_hash });
+        self.writes.push(Write::SessionEnded {
+            id: sid,
+            token_hash: s.rec.token_hash,
+        });
         let agent = s.rec.user.clone();
         if let Some(a) = self.agents.get_mut(&agent) {
             if a.session == Some(sid) {
@@ -309,13 +419,19 @@ impl Core {
         }
         self.effects.push_back(Effect::Panel {
             agent: agent.clone(),
-            event: PanelEvent::Session { state: "ended", reason },
+            event: PanelEvent::Session {
+                state: "ended",
+                reason,
+            },
         });
         if !s.sockets.is_empty() {
             for sock in &s.sockets {
                 self.sockets.remove(sock);
             }
-            self.effects.push_back(Effect::ClosePanels { sockets: s.sockets.into_iter().collect(), code: 4401 });
+            self.effects.push_back(Effect::ClosePanels {
+                sockets: s.sockets.into_iter().collect(),
+                code: 4401,
+            });
         }
         self.dirty_agents.insert(agent);
     }
@@ -332,7 +448,9 @@ impl Core {
     }
 
     pub(super) fn change_presence(&mut self, agent: &str, presence: Presence) {
-        let Some(a) = self.agents.get_mut(agent) else { return };
+        let Some(a) = self.agents.get_mut(agent) else {
+            return;
+        };
         if a.rec.presence != presence {
             a.rec.presence = presence;
             self.effects.push_back(Effect::Panel {

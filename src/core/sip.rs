@@ -15,7 +15,10 @@ impl Core {
         if !self.agents.contains_key(agent) {
             return Err(Rejection::NotFound(format!("no agent {agent:?}")));
         }
-        let had = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        let had = self
+            .agents
+            .get(agent)
+            .is_some_and(|a| !a.rec.bindings.is_empty());
         match update {
             BindingUpdate::Fetch => {}
             BindingUpdate::RemoveAll => {
@@ -42,14 +45,20 @@ impl Core {
                     if let Some(a) = self.agents.get_mut(agent) {
                         match a.rec.bindings.iter_mut().find(|b| b.contact == contact) {
                             Some(b) => b.expires_at = expires_at,
-                            None => a.rec.bindings.push(Binding { contact, expires_at }),
+                            None => a.rec.bindings.push(Binding {
+                                contact,
+                                expires_at,
+                            }),
                         }
                     }
                 }
             }
         }
         self.dirty_agents.insert(agent.to_string());
-        let has = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        let has = self
+            .agents
+            .get(agent)
+            .is_some_and(|a| !a.rec.bindings.is_empty());
         if has && !had {
             if let Some(a) = self.agents.get_mut(agent) {
                 a.rec.sip_lost = false;
@@ -76,17 +85,24 @@ impl Core {
     }
 
     fn remove_binding(&mut self, agent: &str, contact: &str) {
-        self.wheel.cancel(&Timer::Binding(agent.to_string(), contact.to_string()));
+        self.wheel
+            .cancel(&Timer::Binding(agent.to_string(), contact.to_string()));
         if let Some(a) = self.agents.get_mut(agent) {
             a.rec.bindings.retain(|b| b.contact != contact);
         }
     }
 
     pub(super) fn binding_expired(&mut self, now: Now, agent: &str, contact: &str) {
-        let had = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        let had = self
+            .agents
+            .get(agent)
+            .is_some_and(|a| !a.rec.bindings.is_empty());
         self.remove_binding(agent, contact);
         self.dirty_agents.insert(agent.to_string());
-        let has = self.agents.get(agent).is_some_and(|a| !a.rec.bindings.is_empty());
+        let has = self
+            .agents
+            .get(agent)
+            .is_some_and(|a| !a.rec.bindings.is_empty());
         if had && !has {
             self.registration_lost(now, agent);
         }
@@ -115,8 +131,19 @@ impl Core {
             match status {
                 Status::Offered => self.withdraw_offer(now, id, "SIP registration lost"),
                 Status::InProcess => {
-                    self.close_segment(now, id, Status::WrapUp, DisconnectReason::SipRegistrationLost);
-                    self.event(now, id, EventKind::Ended, Some(agent), Some("call dropped: SIP registration lost".into()));
+                    self.close_segment(
+                        now,
+                        id,
+                        Status::WrapUp,
+                        DisconnectReason::SipRegistrationLost,
+                    );
+                    self.event(
+                        now,
+                        id,
+                        EventKind::Ended,
+                        Some(agent),
+                        Some("call dropped: SIP registration lost".into()),
+                    );
                 }
                 _ => {}
             }

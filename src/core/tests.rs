@@ -1,0 +1,1224 @@
+//! Behaviour tests of the core on a simulated clock: one test per rule of SPEC §2–§4 and §6.
+
+use super::model::*;
+use super::view::{ChatEvent, PanelEvent};
+use super::*;
+use crate::config::{
+    AgentConfig, Capacity, Config, QueueConfig, RequeuePosition, SupervisorConfig,
+};
+use std::time::Duration;
+
+const START: i64 = 1_795_000_000_000;
+const GRACE: u64 = 60_000;
+
+fn queue(id: &str, channel: Channel) -> QueueConfig {
+    QueueConfig {
+        id: id.into(),
+        name: id.to_uppercase(),
+        channel,
+        offer_timeout: None,
+        not_ready_after_no_response: false,
+        session_lost_prompt: None,
+        reconnecting_prompt: None,
+        requeue_position: RequeuePosition::Original,
+    }
+}
+
+fn agent(id: &str, queues: &[&str]) -> AgentConfig {
+    AgentConfig {
+        id: id.into(),
+        name: format!("Agent {id}"),
+        password_hash: String::new(),
+        sip_password: format!("{id}-sip"),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        capacity: Capacity::default(),
+    }
+}
+
+fn config() -> Config {
+    let mut cfg = Config::default();
+    let mut support = queue("support", Channel::Chat);
+    support.session_lost_prompt =
+        Some("Sorry, your agent was disconnected. You keep your place.".into());
+    support.reconnecting_prompt = Some("Your agent is reconnecting…".into());
+    cfg.queues = vec![
+        support,
+        queue("front", Channel::Chat),
+        queue("back", Channel::Chat),
+        queue("phones", Channel::Voice),
+        queue("mail", Channel::Email),
+    ];
+    cfg.queues[1].requeue_position = RequeuePosition::Front;
+    cfg.queues[2].requeue_position = RequeuePosition::Back;
+    cfg.agents = vec![
+        agent("alice", &["support", "front", "back", "phones", "mail"]),
+        agent("bob", &["support", "front", "back", "phones", "mail"]),
+        agent("carol", &["support"]),
+    ];
+    cfg.supervisors = vec![SupervisorConfig {
+        id: "sam".into(),
+        name: "Sam".into(),
+        password_hash: String::new(),
+    }];
+    cfg
+}
+
+/// The core plus a model of the disk built from its writes.
+struct Sim {
+    core: Core,
+    now: Now,
+    disk_convs: HashMap<Uuid, Conversation>,
+    disk_events: HashMap<Uuid, Vec<Event>>,
+    disk_sessions: HashMap<Uuid, Session>,
+    disk_drafts: HashMap<(Uuid, Uuid), Metadata>,
+    disk_agents: HashMap<String, AgentRecord>,
+    disk_threads: HashMap<Uuid, Thread>,
+    disk_messages: HashMap<Uuid, BTreeMap<u32, Message>>,
+    effects: Vec<Effect>,
+    next_token: u8,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim::with(config())
+    }
+
+    fn with(cfg: Config) -> Sim {
+        let now = Now {
+            mono: 1_000,
+            wall: START,
+        };
+        let core = Core::new(Arc::new(cfg), 7, now);
+        let mut sim = Sim {
+            core,
+            now,
+            disk_convs: HashMap::new(),
+            disk_events: HashMap::new(),
+            disk_sessions: HashMap::new(),
+            disk_drafts: HashMap::new(),
+            disk_agents: HashMap::new(),
+            disk_threads: HashMap::new(),
+            disk_messages: HashMap::new(),
+            effects: Vec::new(),
+            next_token: 0,
+        };
+        sim.flush();
+        sim
+    }
+
+    fn flush(&mut self) {
+        for w in self.core.take_writes() {
+            match w {
+                Write::Conversation(c) => {
+                    self.disk_convs.insert(c.id, *c);
+                }
+                Write::Event {
+                    conversation,
+                    seq,
+                    event,
+                } => {
+                    let v = self.disk_events.entry(conversation).or_default();
+                    assert_eq!(v.len() as u32, seq, "events are appended in order");
+                    v.push(event);
+                }
+                Write::Thread(t) => {
+                    self.disk_threads.insert(t.id, *t);
+                }
+                Write::Message {
+                    thread,
+                    seq,
+                    message,
+                } => {
+                    self.disk_messages
+                        .entry(thread)
+                        .or_default()
+                        .insert(seq, message);
+                }
+                Write::Session(s) => {
+                    self.disk_sessions.insert(s.id, *s);
+                }
+                Write::SessionEnded { id, .. } => {
+                    self.disk_sessions.remove(&id);
+                    self.disk_drafts.retain(|(s, _), _| *s != id);
+                }
+                Write::Draft {
+                    session,
+                    conversation,
+                    draft,
+                } => match draft {
+                    Some(d) => {
+                        self.disk_drafts.insert((session, conversation), d);
+                    }
+                    None => {
+                        self.disk_drafts.remove(&(session, conversation));
+                    }
+                },
+                Write::DraftsCleared { session } => {
+                    self.disk_drafts.retain(|(s, _), _| *s != session)
+                }
+                Write::Agent(a) => {
+                    self.disk_agents.insert(a.id.clone(), *a);
+                }
+                Write::Outbox(_) | Write::OutboxDone { .. } => {}
+            }
+        }
+        while let Some(e) = self.core.poll_effect() {
+            self.effects.push(e);
+        }
+    }
+
+    fn cmd(&mut self, c: Command) -> Result<Reply, Rejection> {
+        let r = self.core.handle(self.now, c);
+        self.flush();
+        r
+    }
+
+    fn ok(&mut self, c: Command) -> Reply {
+        match self.cmd(c.clone()) {
+            Ok(r) => r,
+            Err(e) => panic!("{c:?} was refused: {e:?}"),
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now.plus_ms(ms);
+        self.core.handle_timeout(self.now);
+        self.flush();
+    }
+
+    fn token(&mut self) -> TokenHash {
+        self.next_token += 1;
+        [self.next_token; 32]
+    }
+
+    fn login(&mut self, user: &str) -> TokenHash {
+        let t = self.token();
+        self.ok(Command::Login {
+            user: user.into(),
+            role: Role::Agent,
+            token: t,
+        });
+        t
+    }
+
+    /// Login + panel socket attached.
+    fn online(&mut self, user: &str) -> (TokenHash, u64) {
+        let t = self.login(user);
+        let s = self.attach(t);
+        (t, s)
+    }
+
+    fn attach(&mut self, token: TokenHash) -> u64 {
+        let socket = 1000 + u64::from(self.next_token) * 10 + self.effects.len() as u64;
+        self.ok(Command::AttachPanel { token, socket });
+        socket
+    }
+
+    fn detach(&mut self, socket: u64) {
+        self.ok(Command::DetachPanel { socket });
+    }
+
+    fn supervisor(&mut self) -> TokenHash {
+        let t = self.token();
+        self.ok(Command::Login {
+            user: "sam".into(),
+            role: Role::Supervisor,
+            token: t,
+        });
+        t
+    }
+
+    fn conv(&self, id: Uuid) -> Conversation {
+        self.core
+            .conversation(&id)
+            .cloned()
+            .or_else(|| self.disk_convs.get(&id).cloned())
+            .expect("known conversation")
+    }
+
+    fn events(&self, id: Uuid) -> Vec<EventKind> {
+        self.disk_events
+            .get(&id)
+            .map(|v| v.iter().map(|e| e.event).collect())
+            .unwrap_or_default()
+    }
+
+    fn group(&self, group: Uuid) -> Vec<Conversation> {
+        let mut v: Vec<Conversation> = self
+            .disk_convs
+            .values()
+            .filter(|c| c.group_id == group)
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| (c.created_at, c.id));
+        v
+    }
+
+    fn chat(&mut self, queue: &str, name: &str) -> (Uuid, TokenHash) {
+        let t = self.token();
+        match self.ok(Command::StartChat {
+            queue: queue.into(),
+            name: name.into(),
+            text: Some("hello".into()),
+            token: t,
+        }) {
+            Reply::ChatStarted {
+                conversation_id, ..
+            } => (conversation_id, t),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    fn call(&mut self, from: &str) -> Uuid {
+        match self.ok(Command::InboundCall {
+            from: from.into(),
+            queue: "phones".into(),
+        }) {
+            Reply::Conversation(c) => c.id,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    fn email(&mut self, from: &str) -> Uuid {
+        match self.ok(Command::InboundEmail {
+            from: from.into(),
+            subject: "Invoice".into(),
+            text: "Hi".into(),
+            queue: "mail".into(),
+        }) {
+            Reply::Conversation(c) => c.id,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    fn register_phone(&mut self, agent: &str, secs: u32) {
+        self.ok(Command::SipRegister {
+            agent: agent.into(),
+            update: BindingUpdate::Set(vec![(format!("sip:{agent}@10.0.0.5:5060"), secs)]),
+        });
+    }
+
+    fn accept(&mut self, token: TokenHash, id: Uuid) {
+        self.ok(Command::Accept {
+            token,
+            conversation: id,
+        });
+    }
+
+    fn waiting(&self, queue: &str) -> Vec<Uuid> {
+        self.core
+            .queues
+            .get(queue)
+            .map(|q| q.waiting.iter().map(|(_, id)| *id).collect())
+            .unwrap_or_default()
+    }
+
+    fn chat_frames(&self, token_thread: Uuid) -> Vec<ChatEvent> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Chat { thread, event } if *thread == token_thread => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn panel_frames(&self, who: &str) -> Vec<PanelEvent> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Panel { agent, event } if agent == who => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn snapshot(&mut self, token: TokenHash) -> view::AgentSnapshot {
+        match self.ok(Command::AgentState { token }) {
+            Reply::Snapshot(s) => *s,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    /// What the store would hand back at boot.
+    fn restored(&self) -> Restored {
+        let open: Vec<Conversation> = self
+            .disk_convs
+            .values()
+            .filter(|c| !c.status.is_closed())
+            .cloned()
+            .collect();
+        let threads = self
+            .disk_threads
+            .values()
+            .filter(|t| t.open || open.iter().any(|c| c.id == t.current))
+            .map(|t| {
+                (
+                    t.clone(),
+                    self.disk_messages
+                        .get(&t.id)
+                        .map(|m| m.values().cloned().collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        Restored {
+            events: open
+                .iter()
+                .map(|c| {
+                    (
+                        c.id,
+                        self.disk_events.get(&c.id).cloned().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            conversations: open,
+            threads,
+            sessions: self.disk_sessions.values().cloned().collect(),
+            drafts: self
+                .disk_drafts
+                .iter()
+                .map(|((s, c), d)| (*s, *c, d.clone()))
+                .collect(),
+            agents: self.disk_agents.values().cloned().collect(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// A new core booted at `now + gap` from the disk model.
+    fn restart(&mut self, gap_ms: u64) {
+        let restored = self.restored();
+        self.now = Now {
+            mono: self.now.mono + gap_ms,
+            wall: self.now.wall + gap_ms as i64,
+        };
+        self.core = Core::new(self.core.config().clone(), 8, self.now);
+        self.core.restore(restored, self.now);
+        self.flush();
+    }
+}
+
+fn draft(memo: &str) -> Metadata {
+    Metadata {
+        script: [("reason".to_string(), "billing".to_string())].into(),
+        memo: memo.into(),
+    }
+}
+
+#[test]
+fn chat_requeued_after_grace_keeps_arrival_time_group_and_thread() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    let original = sim.conv(chat);
+    assert_eq!(original.status, Status::Offered);
+    sim.accept(a, chat);
+    sim.advance(5_000);
+    sim.detach(sock);
+    sim.advance(GRACE - 1);
+    assert_eq!(sim.conv(chat).status, Status::InProcess, "never early");
+    sim.advance(1);
+    let old = sim.conv(chat);
+    assert_eq!(old.status, Status::Handled);
+    assert_eq!(old.disconnect_party, Some(DisconnectParty::Agent));
+    assert_eq!(
+        old.disconnect_reason,
+        Some(DisconnectReason::AgentSessionLost)
+    );
+    let deadline = Timestamp(START + 5_000 + GRACE as i64);
+    assert_eq!(old.ended_at, Some(deadline));
+    let group = sim.group(original.group_id);
+    assert_eq!(group.len(), 2);
+    let new = &group[1];
+    assert_eq!(
+        new.origin,
+        Origin {
+            kind: OriginKind::Requeue,
+            previous: Some(chat)
+        }
+    );
+    assert_eq!(new.status, Status::InQueue);
+    assert_eq!(new.queue, "support");
+    assert_eq!(new.queue_arrival_time, original.queue_arrival_time);
+    assert_eq!(new.thread, original.thread);
+    assert_eq!(new.customer, original.customer);
+    assert_eq!(new.medium, Medium::Webchat);
+    assert_eq!(sim.waiting("support"), vec![new.id]);
+    assert!(sim.events(chat).contains(&EventKind::SessionLost));
+    assert!(sim.events(new.id).contains(&EventKind::Requeued));
+}
+
+#[test]
+fn requeued_chat_is_served_before_later_arrivals_and_customer_gets_the_prompt() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, ct) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    sim.advance(1_000);
+    let (later, _) = sim.chat("support", "Eve");
+    sim.detach(sock);
+    sim.advance(GRACE);
+    let thread = sim.conv(chat).thread.expect("chat thread");
+    let waiting = sim.waiting("support");
+    assert_eq!(waiting.len(), 2);
+    assert_ne!(
+        waiting[0], later,
+        "the requeued chat keeps its place ahead of later arrivals"
+    );
+    let prompts: Vec<String> = sim
+        .chat_frames(thread)
+        .into_iter()
+        .filter_map(|e| match e {
+            ChatEvent::Message { message } if message.from == Sender::System => Some(message.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        prompts.len(),
+        2,
+        "reconnecting prompt at loss, session-lost prompt at the deadline"
+    );
+    assert!(prompts[1].starts_with("Sorry"));
+    // The customer keeps the same token, and their next message reaches the next agent.
+    let (b, _) = sim.online("bob");
+    let requeued = waiting[0];
+    assert_eq!(sim.conv(requeued).status, Status::Offered);
+    sim.accept(b, requeued);
+    sim.ok(Command::CustomerMessage {
+        token: ct,
+        text: "still there?".into(),
+    });
+    let got = sim.panel_frames("bob").into_iter().any(
+        |e| matches!(e, PanelEvent::Message { conversation_id, .. } if conversation_id == requeued),
+    );
+    assert!(got);
+}
+
+#[test]
+fn voice_call_dropped_at_connection_loss_blames_the_agent() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    let call = sim.call("+15550100");
+    sim.accept(a, call);
+    sim.detach(sock);
+    let c = sim.conv(call);
+    assert_eq!(c.status, Status::WrapUp);
+    assert_eq!(c.disconnect_party, Some(DisconnectParty::Agent));
+    assert_eq!(
+        c.disconnect_reason,
+        Some(DisconnectReason::AgentConnectionLost)
+    );
+    assert_eq!(c.ended_at, Some(sim.now.ts()));
+    assert!(sim.events(call).contains(&EventKind::AgentConnectionLost));
+}
+
+#[test]
+fn agent_resuming_within_grace_finishes_wrap_up_and_calls_back() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    let call = sim.call("+15550100");
+    sim.accept(a, call);
+    sim.ok(Command::SaveDraft {
+        token: a,
+        conversation: call,
+        draft: draft("angry"),
+    });
+    sim.detach(sock);
+    sim.advance(20_000);
+    sim.register_phone("alice", 30);
+    sim.attach(a);
+    let snap = sim.snapshot(a);
+    assert_eq!(snap.drafts.get(&call), Some(&draft("angry")));
+    assert!(
+        snap.conversations
+            .iter()
+            .any(|c| c.id == call && c.status == Status::WrapUp)
+    );
+    sim.ok(Command::SaveMetadata {
+        token: a,
+        conversation: call,
+        metadata: draft("angry, called back"),
+    });
+    let cb = match sim.ok(Command::Callback {
+        token: a,
+        conversation: call,
+    }) {
+        Reply::Conversation(c) => *c,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(
+        cb.origin,
+        Origin {
+            kind: OriginKind::Callback,
+            previous: Some(call)
+        }
+    );
+    assert_eq!(cb.status, Status::InProcess);
+    assert_eq!(cb.group_id, sim.conv(call).group_id);
+    assert_eq!(cb.agent.as_deref(), Some("alice"));
+    sim.ok(Command::Complete {
+        token: a,
+        conversation: call,
+    });
+    assert_eq!(sim.conv(call).status, Status::Handled);
+    assert_eq!(sim.conv(call).metadata, draft("angry, called back"));
+}
+
+#[test]
+fn chat_stays_with_agent_during_grace_and_messages_wait_for_the_resume() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, ct) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SaveDraft {
+        token: a,
+        conversation: chat,
+        draft: draft("vip"),
+    });
+    sim.detach(sock);
+    sim.advance(10_000);
+    sim.ok(Command::CustomerMessage {
+        token: ct,
+        text: "are you there?".into(),
+    });
+    assert_eq!(sim.conv(chat).status, Status::InProcess);
+    assert_eq!(sim.conv(chat).agent.as_deref(), Some("alice"));
+    sim.advance(40_000);
+    sim.attach(a);
+    let snap = sim.snapshot(a);
+    let c = snap
+        .conversations
+        .iter()
+        .find(|c| c.id == chat)
+        .expect("still hers");
+    let texts: Vec<&str> = c
+        .messages
+        .as_ref()
+        .expect("transcript")
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert!(texts.contains(&"are you there?"));
+    assert!(texts.contains(&"Your agent is reconnecting…"));
+    assert_eq!(snap.drafts.get(&chat), Some(&draft("vip")));
+    assert!(sim.events(chat).contains(&EventKind::AgentReconnected));
+    // The old deadline is gone: nothing happens when it passes.
+    sim.advance(GRACE);
+    assert_eq!(sim.conv(chat).status, Status::InProcess);
+}
+
+#[test]
+fn email_stays_assigned_after_the_grace_period() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let mail = sim.email("customer@example.com");
+    sim.accept(a, mail);
+    sim.detach(sock);
+    sim.advance(GRACE + 1);
+    let c = sim.conv(mail);
+    assert_eq!(c.status, Status::InProcess);
+    assert_eq!(c.agent.as_deref(), Some("alice"));
+    assert_eq!(c.disconnect_reason, None);
+    // Visible at the next login.
+    let a2 = sim.login("alice");
+    let snap = sim.snapshot(a2);
+    assert!(snap.conversations.iter().any(|c| c.id == mail));
+}
+
+#[test]
+fn offers_are_withdrawn_at_connection_loss_keeping_arrival_time() {
+    let mut sim = Sim::new();
+    let (_, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    let arrival = sim.conv(chat).queue_arrival_time;
+    assert_eq!(sim.conv(chat).status, Status::Offered);
+    sim.advance(3_000);
+    sim.detach(sock);
+    let c = sim.conv(chat);
+    assert_eq!(c.status, Status::InQueue);
+    assert_eq!(c.agent, None);
+    assert_eq!(c.queue_arrival_time, arrival);
+    assert!(sim.events(chat).contains(&EventKind::OfferWithdrawn));
+}
+
+#[test]
+fn drafts_are_discarded_and_wrap_up_calls_completed_when_the_session_is_lost() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    let call = sim.call("+15550100");
+    sim.accept(a, call);
+    sim.ok(Command::SaveDraft {
+        token: a,
+        conversation: call,
+        draft: draft("x"),
+    });
+    sim.detach(sock);
+    assert_eq!(
+        sim.disk_drafts.len(),
+        1,
+        "drafts persist through the grace period"
+    );
+    sim.advance(GRACE);
+    let c = sim.conv(call);
+    assert_eq!(c.status, Status::Handled);
+    assert_eq!(
+        c.disconnect_reason,
+        Some(DisconnectReason::AgentConnectionLost)
+    );
+    assert!(sim.events(call).contains(&EventKind::WrapUpCompleted));
+    assert!(sim.disk_drafts.is_empty());
+    assert!(sim.disk_sessions.is_empty());
+    assert_eq!(
+        sim.cmd(Command::AgentState { token: a }).err(),
+        Some(Rejection::Unauthorized),
+        "token revoked"
+    );
+}
+
+#[test]
+fn requeue_position_front_goes_ahead_of_everything_waiting() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    sim.advance(1_000);
+    let (chat, _) = sim.chat("front", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    sim.advance(1_000);
+    let (_waiting1, _) = sim.chat("front", "Eve");
+    let (_waiting2, _) = sim.chat("front", "Fay");
+    sim.detach(sock);
+    sim.advance(GRACE);
+    let requeued = sim.group(sim.conv(chat).group_id)[1].clone();
+    assert_eq!(sim.waiting("front")[0], requeued.id);
+    assert_eq!(
+        requeued.queue_arrival_time,
+        sim.conv(chat).queue_arrival_time
+    );
+}
+
+#[test]
+fn requeue_position_back_takes_the_current_time() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("back", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    sim.advance(1_000);
+    let (waiting, _) = sim.chat("back", "Eve");
+    sim.detach(sock);
+    sim.advance(GRACE);
+    let requeued = sim.group(sim.conv(chat).group_id)[1].clone();
+    assert_eq!(requeued.queue_arrival_time, sim.now.ts());
+    assert_eq!(sim.waiting("back"), vec![waiting, requeued.id]);
+}
+
+#[test]
+fn allocation_offers_the_oldest_conversation_to_the_longest_idle_agent() {
+    let mut sim = Sim::new();
+    let (_, _) = sim.online("alice");
+    sim.advance(1_000);
+    let (_, _) = sim.online("bob");
+    sim.advance(1_000);
+    let (first, _) = sim.chat("support", "Dana");
+    assert_eq!(
+        sim.conv(first).agent.as_deref(),
+        Some("alice"),
+        "alice has been idle longer"
+    );
+    let (second, _) = sim.chat("support", "Eve");
+    assert_eq!(sim.conv(second).agent.as_deref(), Some("bob"));
+}
+
+#[test]
+fn no_offers_to_disconnected_not_ready_full_or_unregistered_agents() {
+    let mut sim = Sim::new();
+    // Logged in, no panel attached: not connected.
+    let a = sim.login("alice");
+    let (c1, _) = sim.chat("support", "Dana");
+    assert_eq!(sim.conv(c1).status, Status::InQueue);
+    // Connected but not ready.
+    sim.attach(a);
+    assert_eq!(sim.conv(c1).status, Status::Offered);
+    sim.ok(Command::Reject {
+        token: a,
+        conversation: c1,
+    });
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    let (c2, _) = sim.chat("support", "Eve");
+    assert_eq!(sim.conv(c2).status, Status::InQueue);
+    // Ready, voice without a phone registration: no voice offer.
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::Ready,
+    });
+    let call = sim.call("+1555");
+    assert_eq!(sim.conv(call).status, Status::InQueue);
+    sim.register_phone("alice", 30);
+    assert_eq!(sim.conv(call).status, Status::Offered);
+    // Capacity: chat capacity 3, offered counts.
+    let more: Vec<Uuid> = (0..4)
+        .map(|i| sim.chat("support", &format!("c{i}")).0)
+        .collect();
+    let offered = more
+        .iter()
+        .chain([c2].iter())
+        .filter(|id| sim.conv(**id).status == Status::Offered)
+        .count();
+    assert_eq!(offered, 3);
+}
+
+#[test]
+fn offer_timeout_returns_to_queue_with_arrival_kept_and_optional_not_ready() {
+    let mut cfg = config();
+    cfg.queues[0].offer_timeout = Some(Duration::from_secs(10));
+    cfg.queues[0].not_ready_after_no_response = true;
+    let mut sim = Sim::with(cfg);
+    let (a, _) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    let arrival = sim.conv(chat).queue_arrival_time;
+    sim.advance(9_999);
+    assert_eq!(sim.conv(chat).status, Status::Offered);
+    sim.advance(1);
+    let c = sim.conv(chat);
+    assert_eq!(c.status, Status::InQueue);
+    assert_eq!(c.queue_arrival_time, arrival);
+    assert!(sim.events(chat).contains(&EventKind::OfferTimeout));
+    assert_eq!(sim.snapshot(a).presence, Presence::NotReady);
+}
+
+#[test]
+fn logout_is_refused_with_open_voice_or_chat_but_not_email() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    let mail = sim.email("x@example.com");
+    sim.accept(a, mail);
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    let err = sim.cmd(Command::Logout { token: a }).err();
+    assert!(matches!(
+        err,
+        Some(Rejection::Conflict {
+            code: "conversations_open",
+            ..
+        })
+    ));
+    sim.ok(Command::End {
+        token: a,
+        conversation: chat,
+    });
+    assert!(
+        matches!(
+            sim.cmd(Command::Logout { token: a }).err(),
+            Some(Rejection::Conflict {
+                code: "conversations_open",
+                ..
+            })
+        ),
+        "wrap-up counts"
+    );
+    sim.ok(Command::Complete {
+        token: a,
+        conversation: chat,
+    });
+    sim.ok(Command::Logout { token: a });
+    assert_eq!(
+        sim.conv(mail).agent.as_deref(),
+        Some("alice"),
+        "email stays assigned"
+    );
+}
+
+#[test]
+fn second_login_takes_over_the_session_and_closes_old_sockets_with_4001() {
+    let mut sim = Sim::new();
+    let (a1, sock) = sim.online("alice");
+    let sid = sim.snapshot(a1).session.id;
+    let a2 = sim.login("alice");
+    assert_eq!(
+        sim.cmd(Command::AgentState { token: a1 }).err(),
+        Some(Rejection::Unauthorized)
+    );
+    assert_eq!(sim.snapshot(a2).session.id, sid, "same session id");
+    assert!(sim.effects.iter().any(
+        |e| matches!(e, Effect::ClosePanels { sockets, code: 4001 } if sockets == &vec![sock])
+    ));
+    // The closed socket's late detach does not count as a loss of the new panel.
+    sim.attach(a2);
+    sim.detach(sock);
+    assert_eq!(sim.snapshot(a2).session.state, SessionState::Connected);
+}
+
+#[test]
+fn sip_registration_loss_drops_calls_raises_the_banner_and_re_registering_clears_it() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    assert!(sim.snapshot(a).capabilities.voice);
+    let call = sim.call("+1555");
+    sim.accept(a, call);
+    sim.advance(29_999);
+    assert_eq!(sim.conv(call).status, Status::InProcess);
+    sim.advance(1);
+    let snap = sim.snapshot(a);
+    assert!(!snap.capabilities.voice);
+    assert_eq!(snap.banners[0].code, "sip_registration_lost");
+    let c = sim.conv(call);
+    assert_eq!(c.status, Status::WrapUp);
+    assert_eq!(
+        c.disconnect_reason,
+        Some(DisconnectReason::SipRegistrationLost)
+    );
+    assert_eq!(c.disconnect_party, Some(DisconnectParty::Agent));
+    let frames = sim.panel_frames("alice");
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, PanelEvent::Capabilities { capabilities } if !capabilities.voice))
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, PanelEvent::Banners { banners } if banners.len() == 1))
+    );
+    // No voice offers while unregistered.
+    let call2 = sim.call("+1666");
+    assert_eq!(sim.conv(call2).status, Status::InQueue);
+    sim.register_phone("alice", 30);
+    let snap = sim.snapshot(a);
+    assert!(snap.capabilities.voice);
+    assert!(snap.banners.is_empty());
+}
+
+#[test]
+fn unregister_with_expires_zero_removes_the_binding_at_once() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    sim.ok(Command::SipRegister {
+        agent: "alice".into(),
+        update: BindingUpdate::RemoveAll,
+    });
+    assert!(!sim.snapshot(a).capabilities.voice);
+    assert_eq!(sim.snapshot(a).banners.len(), 1);
+}
+
+#[test]
+fn restart_gives_connected_sessions_a_full_grace_and_keeps_calls_up() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    let call = sim.call("+1555");
+    sim.accept(a, call);
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SaveDraft {
+        token: a,
+        conversation: chat,
+        draft: draft("kept"),
+    });
+    sim.restart(5_000);
+    assert_eq!(
+        sim.conv(call).status,
+        Status::InProcess,
+        "a restart does not drop calls"
+    );
+    let snap = sim.snapshot(a);
+    assert_eq!(snap.session.state, SessionState::Disconnected);
+    assert_eq!(
+        snap.drafts.get(&chat),
+        Some(&draft("kept")),
+        "drafts survive a restart"
+    );
+    let sid = snap.session.id;
+    assert_eq!(
+        sim.disk_sessions[&sid].deadline,
+        Some(sim.now.ts().plus(Duration::from_millis(GRACE)))
+    );
+    // Resume with the old token after the restart.
+    sim.advance(GRACE - 1);
+    sim.register_phone("alice", 30);
+    sim.attach(a);
+    assert_eq!(sim.snapshot(a).session.state, SessionState::Connected);
+    assert_eq!(sim.conv(chat).status, Status::InProcess);
+}
+
+#[test]
+fn restart_after_the_deadline_passed_requeues_the_chat_once() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.detach(sock);
+    sim.restart(GRACE + 30_000);
+    sim.advance(0);
+    let group = sim.group(sim.conv(chat).group_id);
+    assert_eq!(group.len(), 2);
+    assert_eq!(sim.conv(chat).status, Status::Handled);
+    // Restart again: nothing happens twice.
+    sim.restart(1_000);
+    sim.advance(GRACE * 3);
+    assert_eq!(sim.group(sim.conv(chat).group_id).len(), 2);
+}
+
+#[test]
+fn wall_clock_step_never_fires_a_grace_period_early() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.detach(sock);
+    sim.now = Now {
+        mono: sim.now.mono + 1_000,
+        wall: sim.now.wall + 3_600_000,
+    };
+    sim.core.handle_timeout(sim.now);
+    sim.flush();
+    assert_eq!(sim.conv(chat).status, Status::InProcess);
+}
+
+#[test]
+fn transfer_to_a_queue_continues_the_work_in_a_new_conversation_of_the_group() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    let (chat, ct) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    let new = match sim.ok(Command::Transfer {
+        token: a,
+        conversation: chat,
+        target: Target::Queue("back".into()),
+    }) {
+        Reply::Conversation(c) => *c,
+        r => panic!("{r:?}"),
+    };
+    let old = sim.conv(chat);
+    assert_eq!(old.status, Status::WrapUp);
+    assert_eq!(old.disconnect_reason, Some(DisconnectReason::Transferred));
+    assert_eq!(new.origin.kind, OriginKind::Transfer);
+    assert_eq!(new.group_id, old.group_id);
+    assert_eq!(new.status, Status::InQueue);
+    // The customer's token follows the thread.
+    match sim.ok(Command::ChatState { token: ct }) {
+        Reply::Chat(s) => {
+            assert_eq!(s.conversation_id, new.id);
+            assert_eq!(s.position, Some(1));
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn consultation_and_reassignment_stay_in_the_group() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    let (b, _) = sim.online("bob");
+    let (chat, _) = sim.chat("support", "Dana");
+    let holder = if sim.conv(chat).agent.as_deref() == Some("alice") {
+        a
+    } else {
+        b
+    };
+    let other = if holder == a { "bob" } else { "alice" };
+    sim.accept(holder, chat);
+    let consult = match sim.ok(Command::Consult {
+        token: holder,
+        conversation: chat,
+        agent: other.into(),
+    }) {
+        Reply::Conversation(c) => *c,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(consult.origin.kind, OriginKind::Consultation);
+    assert_eq!(consult.status, Status::Offered);
+    assert_eq!(sim.conv(chat).status, Status::InProcess);
+    let sup = sim.supervisor();
+    let moved = match sim.ok(Command::Reassign {
+        token: sup,
+        conversation: chat,
+        target: Target::Queue("support".into()),
+    }) {
+        Reply::Conversation(c) => *c,
+        r => panic!("{r:?}"),
+    };
+    let old = sim.conv(chat);
+    assert_eq!(old.status, Status::Handled);
+    assert_eq!(old.disconnect_party, Some(DisconnectParty::System));
+    assert_eq!(old.disconnect_reason, Some(DisconnectReason::Reassigned));
+    assert_eq!(sim.group(old.group_id).len(), 3);
+    assert_eq!(moved.group_id, old.group_id);
+    assert_eq!(
+        sim.cmd(Command::Reassign {
+            token: a,
+            conversation: moved.id,
+            target: Target::Queue("support".into())
+        })
+        .err()
+        .map(|e| matches!(e, Rejection::Forbidden(_))),
+        Some(true)
+    );
+}
+
+#[test]
+fn customer_leaving_abandons_waiting_work_and_ends_work_in_process() {
+    let mut sim = Sim::new();
+    let (_, ct) = sim.chat("support", "Dana");
+    let chat = match sim.ok(Command::ChatState { token: ct }) {
+        Reply::Chat(s) => s.conversation_id,
+        r => panic!("{r:?}"),
+    };
+    sim.ok(Command::CustomerEnd { token: ct });
+    let c = sim.conv(chat);
+    assert_eq!(c.status, Status::Abandoned);
+    assert_eq!(
+        c.disconnect_reason,
+        Some(DisconnectReason::CustomerAbandoned)
+    );
+    assert_eq!(c.disconnect_party, Some(DisconnectParty::Customer));
+    assert!(sim.waiting("support").is_empty());
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 30);
+    let call = sim.call("+1555");
+    sim.accept(a, call);
+    sim.ok(Command::Hangup { conversation: call });
+    let c = sim.conv(call);
+    assert_eq!(c.status, Status::WrapUp);
+    assert_eq!(c.disconnect_reason, Some(DisconnectReason::CustomerEnded));
+}
+
+#[test]
+fn sms_messages_from_one_sender_share_an_open_thread() {
+    let mut sim = Sim::new();
+    let first = match sim.ok(Command::InboundMessage {
+        medium: Medium::Sms,
+        from: "+1555".into(),
+        text: "hi".into(),
+        queue: "support".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        r => panic!("{r:?}"),
+    };
+    let second = match sim.ok(Command::InboundMessage {
+        medium: Medium::Sms,
+        from: "+1555".into(),
+        text: "hello?".into(),
+        queue: "support".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(first, second);
+    let other = match sim.ok(Command::InboundMessage {
+        medium: Medium::Social,
+        from: "+1555".into(),
+        text: "hey".into(),
+        queue: "support".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        r => panic!("{r:?}"),
+    };
+    assert_ne!(first, other, "threads are per medium");
+}
+
+#[test]
+fn manual_pick_respects_membership_and_capacity() {
+    let mut sim = Sim::new();
+    let (c, _) = sim.online("carol");
+    sim.ok(Command::SetPresence {
+        token: c,
+        presence: Presence::NotReady,
+    });
+    let chats: Vec<Uuid> = (0..4)
+        .map(|i| sim.chat("support", &format!("c{i}")).0)
+        .collect();
+    for id in &chats[..3] {
+        sim.ok(Command::Pick {
+            token: c,
+            queue: "support".into(),
+            conversation: *id,
+        });
+    }
+    assert!(matches!(
+        sim.cmd(Command::Pick {
+            token: c,
+            queue: "support".into(),
+            conversation: chats[3]
+        })
+        .err(),
+        Some(Rejection::Conflict {
+            code: "capacity_reached",
+            ..
+        })
+    ));
+    let call = sim.call("+1");
+    assert!(matches!(
+        sim.cmd(Command::Pick {
+            token: c,
+            queue: "phones".into(),
+            conversation: call
+        })
+        .err(),
+        Some(Rejection::Forbidden(_))
+    ));
+    assert!(sim.events(chats[0]).contains(&EventKind::Picked));
+}
+
+#[test]
+fn agents_cannot_touch_other_agents_conversations() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    let (b, _) = sim.online("bob");
+    let (chat, _) = sim.chat("support", "Dana");
+    let (holder, other) = if sim.conv(chat).agent.as_deref() == Some("alice") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(matches!(
+        sim.cmd(Command::Accept {
+            token: other,
+            conversation: chat
+        })
+        .err(),
+        Some(Rejection::Conflict {
+            code: "not_offered_to_you",
+            ..
+        })
+    ));
+    sim.accept(holder, chat);
+    assert!(matches!(
+        sim.cmd(Command::End {
+            token: other,
+            conversation: chat
+        })
+        .err(),
+        Some(Rejection::Forbidden(_))
+    ));
+    assert!(matches!(
+        sim.cmd(Command::AgentMessage {
+            token: other,
+            conversation: chat,
+            text: "x".into()
+        })
+        .err(),
+        Some(Rejection::Forbidden(_))
+    ));
+}

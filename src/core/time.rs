@@ -31,7 +31,10 @@ impl Now {
 
     /// This reading moved forward by `ms` on both clocks (simulated clocks in tests).
     pub fn plus_ms(&self, ms: u64) -> Now {
-        Now { mono: self.mono + ms, wall: self.wall + ms as i64 }
+        Now {
+            mono: self.mono + ms,
+            wall: self.wall + ms as i64,
+        }
     }
 }
 
@@ -42,7 +45,10 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn plus(self, d: std::time::Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// RFC 3339 with milliseconds and `Z`.
@@ -54,7 +60,9 @@ impl Timestamp {
     }
 
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| Timestamp(t.timestamp_millis()))
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| Timestamp(t.timestamp_millis()))
     }
 }
 
@@ -87,13 +95,16 @@ mod tests {
     #[test]
     fn timestamps_render_as_rfc3339_with_milliseconds() {
         let t = Timestamp(1_795_428_902_120);
-        assert_eq!(t.to_rfc3339(), "2026-11-22T10:15:02.120Z");
+        assert_eq!(t.to_rfc3339(), "2026-11-23T10:15:02.120Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
     }
 
     #[test]
     fn past_wall_deadline_maps_to_the_current_monotonic_time() {
-        let now = Now { mono: 5_000, wall: 1_000_000 };
+        let now = Now {
+            mono: 5_000,
+            wall: 1_000_000,
+        };
         assert_eq!(now.mono_for(Timestamp(999_000)), 5_000);
         assert_eq!(now.mono_for(Timestamp(1_060_000)), 65_000);
     }

@@ -55,7 +55,10 @@ impl ConversationView {
             queue: c.queue.clone(),
             status: c.status,
             agent: c.agent.clone(),
-            customer: CustomerView { name: c.customer.name.clone(), address: c.customer.address.clone() },
+            customer: CustomerView {
+                name: c.customer.name.clone(),
+                address: c.customer.address.clone(),
+            },
             origin: c.origin,
             queue_arrival_time: c.queue_arrival_time,
             created_at: c.created_at,
@@ -83,7 +86,13 @@ pub struct MessageView {
 
 impl MessageView {
     pub fn of(m: &Message) -> Self {
-        MessageView { id: m.id, from: m.from, text: m.text.clone(), at: m.at, delivery: m.delivery }
+        MessageView {
+            id: m.id,
+            from: m.from,
+            text: m.text.clone(),
+            at: m.at,
+            delivery: m.delivery,
+        }
     }
 }
 
@@ -123,12 +132,26 @@ pub struct AgentSnapshot {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PanelEvent {
     Snapshot(Box<AgentSnapshot>),
-    Conversation { conversation: Box<ConversationView> },
-    Message { conversation_id: Uuid, message: MessageView },
-    Capabilities { capabilities: Capabilities },
-    Banners { banners: Vec<Banner> },
-    Presence { presence: Presence },
-    Session { state: &'static str, reason: &'static str },
+    Conversation {
+        conversation: Box<ConversationView>,
+    },
+    Message {
+        conversation_id: Uuid,
+        message: MessageView,
+    },
+    Capabilities {
+        capabilities: Capabilities,
+    },
+    Banners {
+        banners: Vec<Banner>,
+    },
+    Presence {
+        presence: Presence,
+    },
+    Session {
+        state: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// The customer's view of their chat.
@@ -147,8 +170,14 @@ pub struct ChatSnapshot {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
     Snapshot(Box<ChatSnapshot>),
-    Message { message: MessageView },
-    Status { status: Status, position: Option<u32>, agent_name: Option<String> },
+    Message {
+        message: MessageView,
+    },
+    Status {
+        status: Status,
+        position: Option<u32>,
+        agent_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -193,8 +222,17 @@ pub struct QueueView {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DashboardEvent {
-    Snapshot { agents: Vec<AgentView>, queues: Vec<QueueView> },
-    Agent { agent: Box<AgentView> },
-    Queue { queue: QueueView },
-    Conversation { conversation: Box<ConversationView> },
+    Snapshot {
+        agents: Vec<AgentView>,
+        queues: Vec<QueueView>,
+    },
+    Agent {
+        agent: Box<AgentView>,
+    },
+    Queue {
+        queue: QueueView,
+    },
+    Conversation {
+        conversation: Box<ConversationView>,
+    },
 }

@@ -59,7 +59,9 @@ impl Core {
         let (agent, session) = self.agent_of(token, now)?;
         let c = self.conv(id)?;
         if c.agent.as_deref() != Some(agent.as_str()) {
-            return Err(Rejection::Forbidden("this conversation is not yours".into()));
+            return Err(Rejection::Forbidden(
+                "this conversation is not yours".into(),
+            ));
         }
         if !statuses.contains(&c.status) {
             return Err(Rejection::invalid_state(format!(
@@ -83,10 +85,16 @@ impl Core {
             return Err(Rejection::Invalid("text must not be empty".into()));
         }
         let c = self.conv(id)?;
-        let (medium, thread, to, subject) =
-            (c.medium, c.thread, c.customer.address.clone(), c.subject.clone());
+        let (medium, thread, to, subject) = (
+            c.medium,
+            c.thread,
+            c.customer.address.clone(),
+            c.subject.clone(),
+        );
         let Some(thread) = thread else {
-            return Err(Rejection::invalid_state("voice conversations carry no messages"));
+            return Err(Rejection::invalid_state(
+                "voice conversations carry no messages",
+            ));
         };
         let outbound = matches!(medium, Medium::Sms | Medium::Social | Medium::Email);
         let msg = self.append_message(now, thread, Sender::Agent, text.clone(), outbound);
@@ -105,7 +113,8 @@ impl Core {
                 next_attempt_at: now.ts(),
             };
             self.writes.push(Write::Outbox(Box::new(item.clone())));
-            self.effects.push_back(Effect::Deliver(Box::new(item.clone())));
+            self.effects
+                .push_back(Effect::Deliver(Box::new(item.clone())));
             self.outbox.insert(msg, item);
         }
         Ok(Reply::Done)
@@ -118,12 +127,20 @@ impl Core {
         id: Uuid,
         draft: Metadata,
     ) -> Result<Reply, Rejection> {
-        let (_, session) =
-            self.held(token, now, id, &[Status::Offered, Status::InProcess, Status::WrapUp])?;
+        let (_, session) = self.held(
+            token,
+            now,
+            id,
+            &[Status::Offered, Status::InProcess, Status::WrapUp],
+        )?;
         if let Some(s) = self.sessions.get_mut(&session) {
             s.drafts.insert(id, draft.clone());
         }
-        self.writes.push(Write::Draft { session, conversation: id, draft: Some(draft) });
+        self.writes.push(Write::Draft {
+            session,
+            conversation: id,
+            draft: Some(draft),
+        });
         Ok(Reply::Done)
     }
 
@@ -144,7 +161,12 @@ impl Core {
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
     }
 
-    pub(super) fn end(&mut self, now: Now, token: &TokenHash, id: Uuid) -> Result<Reply, Rejection> {
+    pub(super) fn end(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        id: Uuid,
+    ) -> Result<Reply, Rejection> {
         let (agent, _) = self.held(token, now, id, &[Status::InProcess])?;
         self.close_segment(now, id, Status::WrapUp, DisconnectReason::AgentEnded);
         self.event(now, id, EventKind::Ended, Some(&agent), None);
@@ -152,7 +174,12 @@ impl Core {
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
     }
 
-    pub(super) fn complete(&mut self, now: Now, token: &TokenHash, id: Uuid) -> Result<Reply, Rejection> {
+    pub(super) fn complete(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        id: Uuid,
+    ) -> Result<Reply, Rejection> {
         let (agent, _) = self.held(token, now, id, &[Status::WrapUp])?;
         self.event(now, id, EventKind::WrapUpCompleted, Some(&agent), None);
         let view = {
@@ -165,7 +192,9 @@ impl Core {
 
     /// The queue a target names, checked against the conversation's channel.
     fn target_queue(&self, queue: &str, channel: Channel) -> Result<(), Rejection> {
-        let q = self.queue_cfg(queue).ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
+        let q = self
+            .queue_cfg(queue)
+            .ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
         if q.channel != channel {
             return Err(Rejection::Invalid(format!(
                 "queue {queue:?} is a {} queue; this is a {} conversation",
@@ -178,15 +207,25 @@ impl Core {
 
     /// The agent a target names, if it can take an offer on `channel` now.
     fn target_agent(&self, agent: &str, channel: Channel) -> Result<(), Rejection> {
-        let a = self.agents.get(agent).ok_or_else(|| Rejection::NotFound(format!("no agent {agent:?}")))?;
+        let a = self
+            .agents
+            .get(agent)
+            .ok_or_else(|| Rejection::NotFound(format!("no agent {agent:?}")))?;
         if !self.session_connected(a) {
-            return Err(Rejection::invalid_state(format!("agent {agent:?} is not connected")));
+            return Err(Rejection::invalid_state(format!(
+                "agent {agent:?} is not connected"
+            )));
         }
         if channel == Channel::Voice && a.rec.bindings.is_empty() {
-            return Err(Rejection::invalid_state(format!("agent {agent:?} has no registered phone")));
+            return Err(Rejection::invalid_state(format!(
+                "agent {agent:?} has no registered phone"
+            )));
         }
         if self.load(a, channel) >= self.capacity(agent, channel) {
-            return Err(Rejection::conflict("capacity_reached", format!("agent {agent:?} is at capacity")));
+            return Err(Rejection::conflict(
+                "capacity_reached",
+                format!("agent {agent:?} is at capacity"),
+            ));
         }
         Ok(())
     }
@@ -209,7 +248,10 @@ impl Core {
             queue,
             customer: c.customer.clone(),
             subject: c.subject.clone(),
-            origin: Origin { kind: origin, previous: Some(id) },
+            origin: Origin {
+                kind: origin,
+                previous: Some(id),
+            },
             group_id: c.group_id,
             thread: c.thread,
         };
@@ -219,7 +261,13 @@ impl Core {
         }
         match target {
             Target::Queue(_) => {
-                self.event(now, new, EventKind::Queued, None, Some(format!("from {id}")));
+                self.event(
+                    now,
+                    new,
+                    EventKind::Queued,
+                    None,
+                    Some(format!("from {id}")),
+                );
                 self.enqueue(new);
             }
             Target::Agent(a) => {
@@ -274,47 +322,95 @@ impl Core {
             queue: c.queue.clone(),
             customer: c.customer.clone(),
             subject: c.subject.clone(),
-            origin: Origin { kind: OriginKind::Consultation, previous: Some(id) },
+            origin: Origin {
+                kind: OriginKind::Consultation,
+                previous: Some(id),
+            },
             group_id: c.group_id,
             thread: None,
         };
         let new = self.create(now, seg, now.ts());
-        self.event(now, id, EventKind::ConsultationStarted, Some(&agent), Some(format!("with {other} as {new}")));
-        self.event(now, new, EventKind::ConsultationStarted, Some(&agent), Some(format!("from {id}")));
+        self.event(
+            now,
+            id,
+            EventKind::ConsultationStarted,
+            Some(&agent),
+            Some(format!("with {other} as {new}")),
+        );
+        self.event(
+            now,
+            new,
+            EventKind::ConsultationStarted,
+            Some(&agent),
+            Some(format!("from {id}")),
+        );
         self.offer(now, new, &other);
         Ok(Reply::Conversation(Box::new(self.view_of(new)?)))
     }
 
-    pub(super) fn callback(&mut self, now: Now, token: &TokenHash, id: Uuid) -> Result<Reply, Rejection> {
+    pub(super) fn callback(
+        &mut self,
+        now: Now,
+        token: &TokenHash,
+        id: Uuid,
+    ) -> Result<Reply, Rejection> {
         let (agent, _) = self.agent_of(token, now)?;
         let c = self.conv(id)?.clone();
         if c.last_agent.as_deref() != Some(agent.as_str()) {
-            return Err(Rejection::Forbidden("only the conversation's last agent can call back".into()));
+            return Err(Rejection::Forbidden(
+                "only the conversation's last agent can call back".into(),
+            ));
         }
         if c.channel() != Channel::Voice || !matches!(c.status, Status::WrapUp | Status::Handled) {
-            return Err(Rejection::invalid_state("callback needs a voice conversation that has ended"));
+            return Err(Rejection::invalid_state(
+                "callback needs a voice conversation that has ended",
+            ));
         }
         let a = self.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
         if !self.capabilities(a).voice {
-            return Err(Rejection::invalid_state("voice is unavailable: your phone is not registered or your panel is offline"));
+            return Err(Rejection::invalid_state(
+                "voice is unavailable: your phone is not registered or your panel is offline",
+            ));
         }
-        if self.load(a, Channel::Voice) >= self.capacity(&agent, Channel::Voice) {
-            return Err(Rejection::conflict("capacity_reached", "you are at your voice capacity"));
+        // The call being called back (in wrap-up) is replaced by the callback: not counted.
+        let own =
+            u32::from(c.status == Status::WrapUp && c.agent.as_deref() == Some(agent.as_str()));
+        if self.load(a, Channel::Voice).saturating_sub(own) >= self.capacity(&agent, Channel::Voice)
+        {
+            return Err(Rejection::conflict(
+                "capacity_reached",
+                "you are at your voice capacity",
+            ));
         }
         let seg = Segment {
             medium: Medium::Voice,
             queue: c.queue.clone(),
             customer: c.customer.clone(),
             subject: None,
-            origin: Origin { kind: OriginKind::Callback, previous: Some(id) },
+            origin: Origin {
+                kind: OriginKind::Callback,
+                previous: Some(id),
+            },
             group_id: c.group_id,
             thread: None,
         };
         let new = self.create(now, seg, now.ts());
         self.set_agent(new, Some(agent.clone()));
         self.set_status(new, Status::InProcess);
-        self.event(now, id, EventKind::CallbackStarted, Some(&agent), Some(format!("as {new}")));
-        self.event(now, new, EventKind::CallbackStarted, Some(&agent), Some(format!("calling {}", c.customer.address)));
+        self.event(
+            now,
+            id,
+            EventKind::CallbackStarted,
+            Some(&agent),
+            Some(format!("as {new}")),
+        );
+        self.event(
+            now,
+            new,
+            EventKind::CallbackStarted,
+            Some(&agent),
+            Some(format!("calling {}", c.customer.address)),
+        );
         Ok(Reply::Conversation(Box::new(self.view_of(new)?)))
     }
 
@@ -328,7 +424,10 @@ impl Core {
         let supervisor = self.supervisor_of(token, now)?;
         let c = self.conv(id)?;
         if c.status.is_closed() {
-            return Err(Rejection::invalid_state(format!("conversation {id} is {}", c.status.as_str())));
+            return Err(Rejection::invalid_state(format!(
+                "conversation {id} is {}",
+                c.status.as_str()
+            )));
         }
         let channel = c.channel();
         match &target {
@@ -341,7 +440,13 @@ impl Core {
         };
         let agent = c.agent.clone();
         self.dequeue(id);
-        self.event(now, id, EventKind::Reassigned, agent.as_deref(), Some(detail));
+        self.event(
+            now,
+            id,
+            EventKind::Reassigned,
+            agent.as_deref(),
+            Some(detail),
+        );
         self.close_segment(now, id, Status::Handled, DisconnectReason::Reassigned);
         let new = self.continue_elsewhere(now, id, &target, OriginKind::Transfer)?;
         Ok(Reply::Conversation(Box::new(self.view_of(new)?)))

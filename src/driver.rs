@@ -1,0 +1,555 @@
+//! Driver layer: the only place that reads the clock. It owns the [`Core`], takes commands
+//! from a channel in batches, writes every change of a batch in one store transaction (group
+//! commit), and only then replies and fans the effects out to subscribed sockets. One sleep
+//! waits for the core's next deadline.
+
+use crate::config::Config;
+use crate::core::view::{AgentSnapshot, ChatSnapshot, DashboardEvent};
+use crate::core::{Command, Core, Effect, Now, Rejection, Reply, Restored};
+use crate::core::model::{OutboxItem, TokenHash};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Largest number of commands committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Frames buffered per socket before a slow socket is dropped (it resumes with a snapshot).
+const SOCKET_QUEUE: usize = 1024;
+
+/// A frame for one socket.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Text(Arc<str>),
+    Close(u16, &'static str),
+}
+
+pub type FrameRx = mpsc::Receiver<Outgoing>;
+type FrameTx = mpsc::Sender<Outgoing>;
+
+/// Why a call did not get an answer from the core.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("the server is shutting down or its store failed")]
+    Unavailable,
+}
+
+/// Both clocks. Production follows the system wall clock; tests derive wall time from the
+/// (pausable) monotonic clock so simulated time moves both.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_wall: i64,
+    follow_system_wall: bool,
+}
+
+impl Clock {
+    #[allow(clippy::disallowed_methods)]
+    pub fn system() -> Clock {
+        Clock { start: Instant::now(), start_wall: system_wall_ms(), follow_system_wall: true }
+    }
+
+    /// A clock whose wall time starts at `start_wall` and then follows tokio's clock only.
+    #[allow(clippy::disallowed_methods)]
+    pub fn simulated(start_wall: i64) -> Clock {
+        Clock { start: Instant::now(), start_wall, follow_system_wall: false }
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    pub fn now(&self) -> Now {
+        let mono = Instant::now().saturating_duration_since(self.start).as_millis() as u64;
+        let wall =
+            if self.follow_system_wall { system_wall_ms() } else { self.start_wall + mono as i64 };
+        Now { mono, wall }
+    }
+
+    fn instant_at(&self, mono: u64) -> Instant {
+        self.start + std::time::Duration::from_millis(mono)
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn system_wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Counters the driver keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DriverMetrics {
+    pub commands: AtomicU64,
+    pub batches: AtomicU64,
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub commit_micros_total: AtomicU64,
+    pub commit_micros_max: AtomicU64,
+    pub sockets_dropped_slow: AtomicU64,
+}
+
+type Attached<T> = Result<(u64, T, FrameRx), Rejection>;
+
+enum Request {
+    Call { cmd: Command, reply: oneshot::Sender<Result<Reply, Rejection>> },
+    AttachPanel { token: TokenHash, reply: oneshot::Sender<Attached<Box<AgentSnapshot>>> },
+    AttachChat { token: TokenHash, reply: oneshot::Sender<Attached<Box<ChatSnapshot>>> },
+    AttachDashboard { token: TokenHash, reply: oneshot::Sender<Attached<DashboardEvent>> },
+    Detach { socket: u64 },
+    Reload { cfg: Arc<Config> },
+    Inspect { f: Box<dyn FnOnce(&Core) + Send> },
+}
+
+/// The adapters' way in: cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Request>,
+    pub metrics: Arc<DriverMetrics>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("driver::Handle")
+    }
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| CallError::Unavailable)?;
+        rx.await.map_err(|_| CallError::Unavailable)
+    }
+
+    /// Runs one command; the reply comes after its batch is on disk.
+    pub async fn call(&self, cmd: Command) -> Result<Reply, CallError> {
+        Ok(self.ask(|reply| Request::Call { cmd, reply }).await??)
+    }
+
+    /// Attaches a panel socket: returns its id, the snapshot and the stream of later frames.
+    pub async fn attach_panel(&self, token: TokenHash) -> Result<(u64, Box<AgentSnapshot>, FrameRx), CallError> {
+        Ok(self.ask(|reply| Request::AttachPanel { token, reply }).await??)
+    }
+
+    pub async fn attach_chat(&self, token: TokenHash) -> Result<(u64, Box<ChatSnapshot>, FrameRx), CallError> {
+        Ok(self.ask(|reply| Request::AttachChat { token, reply }).await??)
+    }
+
+    pub async fn attach_dashboard(&self, token: TokenHash) -> Result<(u64, DashboardEvent, FrameRx), CallError> {
+        Ok(self.ask(|reply| Request::AttachDashboard { token, reply }).await??)
+    }
+
+    /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss.
+    pub async fn detach(&self, socket: u64) {
+        let _ = self.tx.send(Request::Detach { socket }).await;
+    }
+
+    /// Installs a new configuration (agents, queues, limits).
+    pub async fn reload(&self, cfg: Arc<Config>) -> Result<(), CallError> {
+        self.tx.send(Request::Reload { cfg }).await.map_err(|_| CallError::Unavailable)
+    }
+
+    /// Reads the live core (tests, metrics).
+    pub async fn inspect<T: Send + 'static>(&self, f: impl FnOnce(&Core) -> T + Send + 'static) -> Result<T, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let f = Box::new(move |core: &Core| {
+            let _ = tx.send(f(core));
+        });
+        self.tx.send(Request::Inspect { f }).await.map_err(|_| CallError::Unavailable)?;
+        rx.await.map_err(|_| CallError::Unavailable)
+    }
+}
+
+/// Which stream a socket is subscribed to.
+#[derive(Debug, Clone)]
+enum Sub {
+    Panel(String),
+    Chat(Uuid),
+    Dashboard,
+}
+
+/// Subscribed sockets.
+#[derive(Default)]
+struct Hub {
+    panels: HashMap<String, HashMap<u64, FrameTx>>,
+    chats: HashMap<Uuid, HashMap<u64, FrameTx>>,
+    dashboards: HashMap<u64, FrameTx>,
+    subs: HashMap<u64, Sub>,
+    next_socket: u64,
+}
+
+impl Hub {
+    fn add(&mut self, sub: Sub) -> (u64, FrameRx) {
+        self.next_socket += 1;
+        let id = self.next_socket;
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        match &sub {
+            Sub::Panel(a) => {
+                self.panels.entry(a.clone()).or_default().insert(id, tx);
+            }
+            Sub::Chat(t) => {
+                self.chats.entry(*t).or_default().insert(id, tx);
+            }
+            Sub::Dashboard => {
+                self.dashboards.insert(id, tx);
+            }
+        }
+        self.subs.insert(id, sub);
+        (id, rx)
+    }
+
+    fn remove(&mut self, socket: u64) -> Option<Sub> {
+        let sub = self.subs.remove(&socket)?;
+        match &sub {
+            Sub::Panel(a) => {
+                if let Some(m) = self.panels.get_mut(a) {
+                    m.remove(&socket);
+                    if m.is_empty() {
+                        self.panels.remove(a);
+                    }
+                }
+            }
+            Sub::Chat(t) => {
+                if let Some(m) = self.chats.get_mut(t) {
+                    m.remove(&socket);
+                    if m.is_empty() {
+                        self.chats.remove(t);
+                    }
+                }
+            }
+            Sub::Dashboard => {
+                self.dashboards.remove(&socket);
+            }
+        }
+        Some(sub)
+    }
+
+    fn sender(&self, socket: u64) -> Option<FrameTx> {
+        match self.subs.get(&socket)? {
+            Sub::Panel(a) => self.panels.get(a)?.get(&socket).cloned(),
+            Sub::Chat(t) => self.chats.get(t)?.get(&socket).cloned(),
+            Sub::Dashboard => self.dashboards.get(&socket).cloned(),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
+    serde_json::to_string(v).map(Arc::from).unwrap_or_else(|_| Arc::from("{}"))
+}
+
+/// Where a batch's frames go once it is committed.
+type Pending = Vec<(u64, FrameTx, Outgoing)>;
+
+/// The driver task's state.
+pub struct Driver {
+    core: Core,
+    store: Arc<Store>,
+    clock: Clock,
+    rx: mpsc::Receiver<Request>,
+    hub: Hub,
+    outbound: Option<mpsc::UnboundedSender<OutboxItem>>,
+    metrics: Arc<DriverMetrics>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("core", &self.core).finish()
+    }
+}
+
+/// Errors that stop the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+impl Driver {
+    /// Builds the core from the store's state (applying the restart rule) and returns the
+    /// driver with its handle. `outbound` receives agent replies to deliver to webhooks.
+    pub fn start(
+        cfg: Arc<Config>,
+        store: Arc<Store>,
+        clock: Clock,
+        outbound: Option<mpsc::UnboundedSender<OutboxItem>>,
+    ) -> Result<(Driver, Handle), DriverError> {
+        let now = clock.now();
+        let seed = rand::random::<u64>();
+        let mut core = Core::new(cfg, seed, now);
+        let restored: Restored = store.load()?;
+        core.restore(restored, now);
+        store.apply(&core.take_writes())?;
+        let (tx, rx) = mpsc::channel(4096);
+        let metrics = Arc::new(DriverMetrics::default());
+        let driver = Driver { core, store, clock, rx, hub: Hub::default(), outbound, metrics: metrics.clone() };
+        Ok((driver, Handle { tx, metrics }))
+    }
+
+    /// The loop: until `shutdown` resolves or every handle is dropped.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DriverError> {
+        tokio::pin!(shutdown);
+        // Deadlines restored from the store may already be due.
+        self.step(Vec::new()).await?;
+        loop {
+            let deadline = self.core.poll_timeout().map(|m| self.clock.instant_at(m));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                req = self.rx.recv() => {
+                    let Some(first) = req else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    self.step(batch).await?;
+                }
+                _ = sleep => self.step(Vec::new()).await?,
+            }
+        }
+        // Tell panels to come back after the restart (close 1001 = going away).
+        for (_, tx) in self.hub.panels.values().flat_map(|m| m.iter()) {
+            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+        }
+        for (_, tx) in self.hub.chats.values().flat_map(|m| m.iter()) {
+            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+        }
+        for tx in self.hub.dashboards.values() {
+            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+        }
+        Ok(())
+    }
+
+    /// One batch: due deadlines, then the requests in order; one commit; then replies and frames.
+    async fn step(&mut self, batch: Vec<Request>) -> Result<(), DriverError> {
+        let now = self.clock.now();
+        let mut pending: Pending = Vec::new();
+        let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        self.core.handle_timeout(now);
+        self.route_effects(&mut pending);
+        let n = batch.len() as u64;
+        for req in batch {
+            match req {
+                Request::Call { cmd, reply } => {
+                    let cmd = self.preload(cmd);
+                    let r = self.core.handle(now, cmd);
+                    self.route_effects(&mut pending);
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Request::AttachPanel { token, reply } => {
+                    let r = self.attach(now, Sub::Panel(String::new()), token, &mut pending).and_then(
+                        |(id, rx, r)| match r {
+                            Reply::Snapshot(s) => Ok((id, s, rx)),
+                            _ => Err(Rejection::Unauthorized),
+                        },
+                    );
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Request::AttachChat { token, reply } => {
+                    let r = self.attach(now, Sub::Chat(Uuid::nil()), token, &mut pending).and_then(
+                        |(id, rx, r)| match r {
+                            Reply::Chat(s) => Ok((id, s, rx)),
+                            _ => Err(Rejection::Unauthorized),
+                        },
+                    );
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Request::AttachDashboard { token, reply } => {
+                    let r = self
+                        .core
+                        .handle(now, Command::Queues { token })
+                        .map(|_| {
+                            let (id, rx) = self.hub.add(Sub::Dashboard);
+                            (id, self.core.dashboard_snapshot(), rx)
+                        });
+                    self.route_effects(&mut pending);
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Request::Detach { socket } => {
+                    if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
+                        let _ = self.core.handle(now, Command::DetachPanel { socket });
+                        self.route_effects(&mut pending);
+                    }
+                }
+                Request::Reload { cfg } => {
+                    self.core.apply_config(&cfg, now);
+                    self.route_effects(&mut pending);
+                }
+                Request::Inspect { f } => f(&self.core),
+            }
+        }
+        let writes = self.core.take_writes();
+        if !writes.is_empty() {
+            let store = self.store.clone();
+            let count = writes.len() as u64;
+            // Commit latency is a metric, measured on the real clock.
+            #[allow(clippy::disallowed_methods)]
+            let started = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || store.apply(&writes))
+                .await
+                .map_err(|e| DriverError::Join(e.to_string()))??;
+            let micros = started.elapsed().as_micros() as u64;
+            self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.writes.fetch_add(count, Ordering::Relaxed);
+            self.metrics.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
+            self.metrics.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+        }
+        if n > 0 {
+            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commands.fetch_add(n, Ordering::Relaxed);
+        }
+        for reply in replies {
+            reply();
+        }
+        for (socket, tx, frame) in pending {
+            if tx.try_send(frame).is_err() {
+                // Full or gone: drop the subscription; a panel resumes with a fresh snapshot.
+                if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
+                    self.metrics.sockets_dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.core.handle(now, Command::DetachPanel { socket });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes a socket and runs its attach command in the batch's order, so it receives
+    /// exactly the frames that follow its snapshot.
+    fn attach(
+        &mut self,
+        now: Now,
+        kind: Sub,
+        token: TokenHash,
+        pending: &mut Pending,
+    ) -> Result<(u64, FrameRx, Reply), Rejection> {
+        let next = self.hub.next_socket + 1;
+        let (cmd, sub) = match kind {
+            Sub::Panel(_) => {
+                let agent = match self.core.handle(now, Command::Authenticate { token })? {
+                    Reply::Principal(crate::core::Principal::Agent { agent, .. }) => agent,
+                    _ => return Err(Rejection::Forbidden("this socket needs an agent token".into())),
+                };
+                (Command::AttachPanel { token, socket: next }, Sub::Panel(agent))
+            }
+            Sub::Chat(_) => {
+                let thread = match self.core.handle(now, Command::Authenticate { token })? {
+                    Reply::Principal(crate::core::Principal::Customer { thread, .. }) => thread,
+                    _ => return Err(Rejection::Forbidden("this socket needs a customer chat token".into())),
+                };
+                (Command::AttachChat { token }, Sub::Chat(thread))
+            }
+            Sub::Dashboard => return Err(Rejection::Unauthorized),
+        };
+        let (id, rx) = self.hub.add(sub);
+        match self.core.handle(now, cmd) {
+            Ok(reply) => {
+                // Frames caused by the attach itself (e.g. an offer) follow the snapshot,
+                // which already shows them: skip them for the new socket only.
+                self.route_effects_except(pending, Some(id));
+                Ok((id, rx, reply))
+            }
+            Err(e) => {
+                self.hub.remove(id);
+                self.route_effects(pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns a callback on a conversation no longer in memory into one the core can serve.
+    fn preload(&mut self, cmd: Command) -> Command {
+        if let Command::Callback { conversation, .. } = &cmd {
+            if self.core.conversation(conversation).is_none() {
+                if let Ok(Some((c, _))) = self.store.conversation(*conversation) {
+                    self.core.adopt_closed(c);
+                }
+            }
+        }
+        cmd
+    }
+
+    fn route_effects(&mut self, pending: &mut Pending) {
+        self.route_effects_except(pending, None);
+    }
+
+    /// Resolves the core's effects to sockets now (so a socket subscribed later in the batch
+    /// does not get frames from before its snapshot).
+    fn route_effects_except(&mut self, pending: &mut Pending, skip: Option<u64>) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Panel { agent, event } => {
+                    if let Some(socks) = self.hub.panels.get(&agent) {
+                        let frame = json(&event);
+                        for (id, tx) in socks {
+                            if Some(*id) != skip {
+                                pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                            }
+                        }
+                    }
+                }
+                Effect::Chat { thread, event } => {
+                    if let Some(socks) = self.hub.chats.get(&thread) {
+                        let frame = json(&event);
+                        for (id, tx) in socks {
+                            if Some(*id) != skip {
+                                pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                            }
+                        }
+                    }
+                }
+                Effect::Dashboard(event) => {
+                    if !self.hub.dashboards.is_empty() {
+                        let frame = json(&event);
+                        for (id, tx) in &self.hub.dashboards {
+                            pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                        }
+                    }
+                }
+                Effect::ClosePanels { sockets, code } => {
+                    for s in sockets {
+                        if let Some(tx) = self.hub.sender(s) {
+                            let reason = if code == 4001 { "session taken over" } else { "session ended" };
+                            pending.push((s, tx, Outgoing::Close(code, reason)));
+                        }
+                        self.hub.remove(s);
+                    }
+                }
+                Effect::CloseChat { thread } => {
+                    if let Some(socks) = self.hub.chats.get(&thread) {
+                        for (id, tx) in socks {
+                            pending.push((*id, tx.clone(), Outgoing::Close(1000, "chat ended")));
+                        }
+                    }
+                }
+                Effect::Deliver(item) => {
+                    if let Some(out) = &self.outbound {
+                        let _ = out.send(*item);
+                    }
+                }
+            }
+        }
+    }
+}
+
