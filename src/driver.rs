@@ -39,37 +39,60 @@ pub enum CallError {
     Unavailable,
 }
 
-/// Both clocks. Production follows the system wall clock; tests derive wall time from the
-/// (pausable) monotonic clock so simulated time moves both.
-#[derive(Debug, Clone, Copy)]
+/// Both clocks. Production follows the system wall clock. A manual clock (tests, demos of
+/// deadlines) derives wall time from the monotonic clock and can be moved forward with
+/// [`Handle::advance`], so a test passes a 60 s grace period without waiting for it.
+#[derive(Debug, Clone)]
 pub struct Clock {
     start: Instant,
     start_wall: i64,
     follow_system_wall: bool,
+    /// Milliseconds added to the monotonic reading (manual clocks only).
+    skew: Arc<AtomicU64>,
 }
 
 impl Clock {
     #[allow(clippy::disallowed_methods)]
     pub fn system() -> Clock {
-        Clock { start: Instant::now(), start_wall: system_wall_ms(), follow_system_wall: true }
+        Clock {
+            start: Instant::now(),
+            start_wall: system_wall_ms(),
+            follow_system_wall: false,
+            skew: Arc::new(AtomicU64::new(0)),
+        }
+        .following_system_wall()
     }
 
-    /// A clock whose wall time starts at `start_wall` and then follows tokio's clock only.
+    fn following_system_wall(mut self) -> Clock {
+        self.follow_system_wall = true;
+        self
+    }
+
+    /// A clock whose wall time starts at `start_wall` and then follows the monotonic clock
+    /// plus every [`Clock::advance`].
     #[allow(clippy::disallowed_methods)]
-    pub fn simulated(start_wall: i64) -> Clock {
-        Clock { start: Instant::now(), start_wall, follow_system_wall: false }
+    pub fn manual(start_wall: i64) -> Clock {
+        Clock { start: Instant::now(), start_wall, follow_system_wall: false, skew: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Moves a manual clock forward (both readings).
+    pub fn advance(&self, by: std::time::Duration) {
+        self.skew.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     #[allow(clippy::disallowed_methods)]
     pub fn now(&self) -> Now {
-        let mono = Instant::now().saturating_duration_since(self.start).as_millis() as u64;
+        let real = Instant::now().saturating_duration_since(self.start).as_millis() as u64;
+        let mono = real + self.skew.load(Ordering::SeqCst);
         let wall =
             if self.follow_system_wall { system_wall_ms() } else { self.start_wall + mono as i64 };
         Now { mono, wall }
     }
 
-    fn instant_at(&self, mono: u64) -> Instant {
-        self.start + std::time::Duration::from_millis(mono)
+    /// The tokio instant at which the monotonic reading will be `mono`.
+    pub fn instant_at(&self, mono: u64) -> Instant {
+        let real = mono.saturating_sub(self.skew.load(Ordering::SeqCst));
+        self.start + std::time::Duration::from_millis(real)
     }
 }
 
@@ -101,6 +124,8 @@ enum Request {
     AttachChat { token: TokenHash, reply: oneshot::Sender<Attached<Box<ChatSnapshot>>> },
     AttachDashboard { token: TokenHash, reply: oneshot::Sender<Attached<DashboardEvent>> },
     Detach { socket: u64 },
+    /// Re-read the clock and fire what is due (after a manual clock moved).
+    Tick,
     Reload { cfg: Arc<Config> },
     Inspect { f: Box<dyn FnOnce(&Core) + Send> },
 }
@@ -110,6 +135,7 @@ enum Request {
 pub struct Handle {
     tx: mpsc::Sender<Request>,
     pub metrics: Arc<DriverMetrics>,
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Handle {
@@ -146,6 +172,19 @@ impl Handle {
     /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss.
     pub async fn detach(&self, socket: u64) {
         let _ = self.tx.send(Request::Detach { socket }).await;
+    }
+
+    /// Moves a manual clock forward and lets the driver fire what became due; returns once
+    /// that batch is committed.
+    pub async fn advance(&self, by: std::time::Duration) -> Result<(), CallError> {
+        self.clock.advance(by);
+        self.tx.send(Request::Tick).await.map_err(|_| CallError::Unavailable)?;
+        self.inspect(|_| ()).await
+    }
+
+    /// The current reading of the driver's clock.
+    pub fn now(&self) -> Now {
+        self.clock.now()
     }
 
     /// Installs a new configuration (agents, queues, limits).
@@ -287,8 +326,9 @@ impl Driver {
         store.apply(&core.take_writes())?;
         let (tx, rx) = mpsc::channel(4096);
         let metrics = Arc::new(DriverMetrics::default());
-        let driver = Driver { core, store, clock, rx, hub: Hub::default(), outbound, metrics: metrics.clone() };
-        Ok((driver, Handle { tx, metrics }))
+        let handle = Handle { tx, metrics: metrics.clone(), clock: clock.clone() };
+        let driver = Driver { core, store, clock, rx, hub: Hub::default(), outbound, metrics };
+        Ok((driver, handle))
     }
 
     /// The loop: until `shutdown` resolves or every handle is dropped.
@@ -398,6 +438,7 @@ impl Driver {
                     self.route_effects(&mut pending);
                 }
                 Request::Inspect { f } => f(&self.core),
+                Request::Tick => {}
             }
         }
         let writes = self.core.take_writes();

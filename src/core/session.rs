@@ -224,9 +224,16 @@ impl Core {
         socket: u64,
     ) -> Result<Reply, Rejection> {
         let (agent, sid) = self.agent_of(token, now)?;
+        let max = self.cfg.limits.max_sockets_per_session;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Err(Rejection::Unauthorized);
         };
+        if s.sockets.len() >= max {
+            return Err(Rejection::conflict(
+                "too_many_sockets",
+                format!("this session already has {max} panel connections (limits.max_sockets_per_session)"),
+            ));
+        }
         s.sockets.insert(socket);
         self.sockets.insert(socket, sid);
         if s.rec.state == SessionState::Disconnected {
