@@ -1,1 +1,154 @@
-fn main() {}
+//! The `switchboard` command: thin — parse arguments, load configuration, run the library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use switchboard::app::{App, Listeners};
+use switchboard::config::{Config, LogFormat};
+use switchboard::driver::Clock;
+use switchboard::store::Store;
+
+/// Contact-center routing (voice, chat, email) that loses no customer when an agent's
+/// connection drops.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Configuration file (default: the embedded loopback-only configuration).
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve,
+    /// Check a configuration file and print every problem; exit 0 when valid.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// Read a password on standard input and print its argon2id hash for config.toml.
+    HashPassword,
+    /// Write every stored conversation as JSON lines to standard output (server stopped).
+    Export {
+        /// The data directory (server.data_dir).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => {
+            let cfg = match &cli.config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            serve(cfg)
+        }
+        Cmd::CheckConfig { path } => {
+            Config::load(&path)?;
+            println!("{}: valid", path.display());
+            Ok(())
+        }
+        Cmd::HashPassword => hash_password(),
+        Cmd::Export { data_dir } => {
+            let store = Store::open(&data_dir.join("switchboard.redb"))
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = store.export_jsonl(&mut out)?;
+            out.flush()?;
+            eprintln!("exported {n} conversations");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match (cfg.log.format, under_journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Human, true) => builder.without_time().try_init(),
+        (LogFormat::Human, false) => builder.try_init(),
+    };
+}
+
+fn serve(cfg: Config) -> Result<()> {
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.server.data_dir)
+            .with_context(|| format!("creating data_dir {}", cfg.server.data_dir.display()))?;
+        let store = Arc::new(Store::open(&cfg.server.data_dir.join("switchboard.redb"))?);
+        let listeners = Listeners::bind(&cfg).await.context("binding the listeners")?;
+        let app = App::build(cfg.clone(), listeners, store, Clock::system())?;
+        tracing::info!(http = %app.http_addr()?, sip = ?app.sip_addr(), "switchboard ready");
+        app.run(shutdown_signal()).await?;
+        tracing::info!("switchboard stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn hash_password() -> Result<()> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let mut line = String::new();
+    if atty_stdin() {
+        eprint!("password: ");
+    }
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn atty_stdin() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}

@@ -90,6 +90,36 @@ pub(crate) struct ThreadRt {
     pub messages: Vec<Message>,
 }
 
+/// Event counters since start (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub logins: u64,
+    pub connection_losses: u64,
+    pub resumes: u64,
+    pub sessions_lost: u64,
+    pub chats_requeued: u64,
+    pub calls_dropped: u64,
+    pub offers: u64,
+    pub offer_timeouts: u64,
+    pub sip_registrations_lost: u64,
+}
+
+/// Current levels (for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub sessions_connected: u64,
+    pub sessions_disconnected: u64,
+    pub supervisor_sessions: u64,
+    /// Open conversations by status.
+    pub conversations: BTreeMap<&'static str, u64>,
+    /// Waiting conversations by queue.
+    pub queue_waiting: BTreeMap<String, u64>,
+    pub sip_bindings: u64,
+    pub agents_registered: u64,
+    pub timers: u64,
+    pub outbox_pending: u64,
+}
+
 /// Everything the store hands back at boot: open work and live sessions.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
@@ -133,6 +163,7 @@ pub struct Core {
     dirty_queues: BTreeSet<String>,
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Core {
@@ -175,6 +206,7 @@ impl Core {
             batch_agents: BTreeSet::new(),
             dirty_queues: BTreeSet::new(),
             alloc_needed: false,
+            counters: Counters::default(),
         };
         core.apply_config(&cfg, now);
         core
@@ -545,6 +577,34 @@ impl Core {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.cfg
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for s in self.sessions.values() {
+            match (s.rec.role, s.rec.state) {
+                (Role::Supervisor, _) => g.supervisor_sessions += 1,
+                (Role::Agent, SessionState::Connected) => g.sessions_connected += 1,
+                (Role::Agent, SessionState::Disconnected) => g.sessions_disconnected += 1,
+            }
+        }
+        for c in self.conversations.values() {
+            *g.conversations.entry(c.status.as_str()).or_default() += 1;
+        }
+        for (id, q) in &self.queues {
+            g.queue_waiting.insert(id.clone(), q.waiting.len() as u64);
+        }
+        for a in self.agents.values() {
+            g.sip_bindings += a.rec.bindings.len() as u64;
+            g.agents_registered += u64::from(!a.rec.bindings.is_empty());
+        }
+        g.timers = self.wheel.len() as u64;
+        g.outbox_pending = self.outbox.len() as u64;
+        g
     }
 
     // ----- shared helpers used by the submodules -----

@@ -118,6 +118,7 @@ impl Core {
         if let Some(a) = self.agents.get_mut(agent) {
             a.rec.idle_since[channel_index(channel)] = now.ts();
         }
+        self.counters.offers += 1;
         self.event(now, id, EventKind::Offered, Some(agent), None);
     }
 
@@ -166,6 +167,7 @@ impl Core {
         let not_ready = self
             .queue_cfg(&c.queue)
             .is_some_and(|q| q.not_ready_after_no_response);
+        self.counters.offer_timeouts += 1;
         self.event(now, id, EventKind::OfferTimeout, Some(&agent), None);
         if let Some(c) = self.conversations.get_mut(&id) {
             c.declined_by.push(agent.clone());
@@ -336,6 +338,7 @@ impl Core {
                 )
             }
         };
+        self.counters.chats_requeued += 1;
         let new_id = self.new_id(now);
         let new = Conversation {
             id: new_id,

@@ -171,6 +171,7 @@ impl Core {
             }
         };
         self.tokens.insert(token, TokenOwner::Session(id));
+        self.counters.logins += 1;
         self.dirty_agents.insert(user.clone());
         Ok(Reply::LoggedIn {
             session_id: id,
@@ -244,6 +245,7 @@ impl Core {
             self.writes.push(Write::Session(Box::new(s.rec.clone())));
             self.wheel.cancel(&Timer::Grace(sid));
             if was_lost {
+                self.counters.resumes += 1;
                 let held: Vec<Uuid> = self
                     .agents
                     .get(&agent)
@@ -287,6 +289,7 @@ impl Core {
         s.rec.deadline = Some(now.ts().plus(grace));
         self.writes.push(Write::Session(Box::new(s.rec.clone())));
         let agent = s.rec.user.clone();
+        self.counters.connection_losses += 1;
         self.wheel
             .insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
         self.dirty_agents.insert(agent.clone());
@@ -303,6 +306,7 @@ impl Core {
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
                 (Status::InProcess, Channel::Voice) => {
+                    self.counters.calls_dropped += 1;
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
                     self.close_segment(
                         now,
@@ -387,6 +391,7 @@ impl Core {
                 _ => {}
             }
         }
+        self.counters.sessions_lost += 1;
         self.end_session(now, sid, "session_lost");
     }
 

@@ -111,6 +111,7 @@ impl Core {
     /// The agent's last binding is gone: calling off, banner on, calls dropped, voice offers
     /// withdrawn.
     fn registration_lost(&mut self, now: Now, agent: &str) {
+        self.counters.sip_registrations_lost += 1;
         if let Some(a) = self.agents.get_mut(agent) {
             a.rec.sip_lost = true;
         }
