@@ -3,3 +3,6 @@
 
 pub mod message;
 pub mod registrar;
+pub mod udp;
+
+pub use udp::serve;
