@@ -5,30 +5,34 @@
 // data-testid on this page
 //   static (dashboard.html):
 //     supervisor-id, live-status (data-state: connecting|live|reconnecting), logout,
-//     banner-strip, banner-reconnecting, notice, notice-text, notice-close,
+//     banner-strip, banner-reconnecting (while the live stream is down), reconnect-now,
+//     notice, notice-text, notice-close,
 //     agents-section, agents-summary, agent-filter, agents-table,
 //     queues-section, queues-table,
 //     search-section, search-form, search-status, search-queue, search-agent, search-channel,
 //     search-limit, search-submit, search-results, search-count, search-empty,
 //     details-pane, details-empty
+//   agents summary: summary-connected, summary-grace, summary-ready, summary-sip (data-count)
 //   agents table: agent-<agent_id> (row; data-session-state), and inside it:
-//     agent-name, session-state (data-state), grace-countdown (disconnected sessions),
-//     agent-presence, agent-capabilities, sip-status (data-registered), sip-expiry, open-conversations
+//     agent-name, session-state (data-state), grace-countdown (disconnected sessions: deadline - now),
+//     agent-presence (data-presence), agent-capabilities, sip-status (data-registered), sip-expiry,
+//     open-conversations
 //   queues table: queue-<id> (row), and inside it: queue-waiting, queue-oldest-wait, queue-show
-//   search results: result-<conversation id> (row, also data-testid-free class), and inside it:
+//   search results: result-<conversation id> (row; data-status), and inside it:
 //     conversation-link, status, disconnect-reason
-//   Conversation Details (#conversation/<id>): conversation-details (data-conversation-id), details-close,
-//     disconnect (callout), disconnect-party, disconnect-reason,
-//     field-id, group-link, field-status, field-channel, field-medium, field-queue, field-agent,
-//     field-customer-name, field-customer-address, field-origin-kind, field-origin-previous,
-//     previous-link, field-subject, field-queue_arrival_time, field-created_at, field-ended_at,
-//     field-script, field-memo, events-table, event-row (data-event), event-time, event-name,
-//     event-agent, event-detail,
-//     reassign-form, reassign-kind, reassign-target, reassign-submit
-//   group view (#group/<group_id>): group-view (data-group-id), group-id, details-close, group-table,
-//     group-row (data-conversation-id, data-status), and inside each row: conversation-link,
-//     status, agent, origin-kind, queue-arrival, disconnect-reason
-//   details-error (not found / not allowed)
+//   Conversation Details (#conversation/<id>): conversation-details (data-conversation-id),
+//     details-status, details-close, disconnect (callout), disconnect-party (data-party),
+//     disconnect-reason (data-reason),
+//     field-id, field-group_id, group-link, field-status, field-channel, field-medium, field-queue,
+//     field-agent, field-customer-name, field-customer-address, field-origin-kind,
+//     field-origin-previous, previous-link, field-subject (email), field-queue_arrival_time,
+//     field-created_at, field-ended_at, field-script, field-memo,
+//     events-table, event-row (data-event), event-time, event-name, event-agent, event-detail,
+//     reassign-form, reassign-kind, reassign-target, reassign-submit (open conversations only)
+//   group view (#group/<group_id>): group-view (data-group-id), group-id, back-link, details-close,
+//     group-table, group-row (data-conversation-id, data-status), and inside each row:
+//     conversation-link, status, agent, origin-kind, queue-arrival, disconnect-reason
+//   details-error (conversation or group not found / not allowed)
 
 import {
   api, ApiError, loadSession, clearSession, gotoLogin, wsUrl, LiveSocket, tokenProbe,
@@ -37,15 +41,10 @@ import {
 } from './api.js';
 
 const stored = loadSession();
-if (!stored) {
-  location.replace('/');
-  throw new Error('not signed in');
-}
-if (stored.role !== 'supervisor') {
-  location.replace('/panel');
-  throw new Error('not a supervisor');
-}
-const token = stored.token;
+// Not signed in as a supervisor: go where this browser belongs instead.
+const redirect = !stored ? '/' : stored.role !== 'supervisor' ? '/panel' : null;
+if (redirect) location.replace(redirect);
+const token = stored ? stored.token : '';
 const enc = encodeURIComponent;
 
 const REASON_TEXT = {
@@ -92,7 +91,7 @@ const el = {
   agentOptions: document.getElementById('agent-options'),
 };
 
-setText(el.supervisorId, stored.username || stored.agent_id || 'supervisor');
+setText(el.supervisorId, (stored && (stored.username || stored.agent_id)) || 'supervisor');
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -726,4 +725,4 @@ async function init() {
   sock.start();
 }
 
-init();
+if (!redirect) init();

@@ -32,16 +32,11 @@ import {
 } from './api.js';
 
 const stored = loadSession();
-if (!stored) {
-  location.replace('/');
-  throw new Error('not signed in');
-}
-if (stored.role === 'supervisor') {
-  location.replace('/dashboard');
-  throw new Error('supervisor');
-}
+// Not signed in as an agent: go where this browser belongs instead.
+const redirect = !stored ? '/' : stored.role === 'supervisor' ? '/dashboard' : null;
+if (redirect) location.replace(redirect);
 
-const me = { token: stored.token, agentId: stored.agent_id || null };
+const me = { token: stored ? stored.token : '', agentId: (stored && stored.agent_id) || null };
 
 const SCRIPT_FIELDS = [
   { key: 'reason', label: 'Reason for contact' },
@@ -250,7 +245,7 @@ function customerName(conv) {
 class ConvView {
   constructor(conv) {
     this.id = conv.id;
-    this.conv = conv;
+    this.conv = { id: conv.id }; // filled by update()
     this.messageIds = new Set();
     this.editGen = 0; // bumped on every script/memo edit
     this.syncedGen = 0; // edit generation the server has as draft or metadata
@@ -997,6 +992,7 @@ function sessionOver(kind) {
     setText(el.overlayText,
       'Your session was taken over by a sign-in from another tab, window or device. This page no longer receives conversations; your work continues there.');
     el.overlay.hidden = false;
+    for (const n of document.querySelectorAll('.app-header, main')) n.inert = true;
     el.overlayLogin.focus();
     return;
   }
@@ -1123,4 +1119,4 @@ async function init() {
   if (state.link !== 'ended') sock.start();
 }
 
-init();
+if (!redirect) init();
