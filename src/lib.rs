@@ -10,4 +10,5 @@
 
 pub mod config;
 pub mod core;
+pub mod store;
 pub mod wheel;
