@@ -3,12 +3,17 @@
 //! Layers (a module may import only from the layers below it):
 //! - pure: [`config`], [`wheel`], [`core`] (the domain state machine), `sip::message` and
 //!   `sip::registrar` — no tokio, axum, redb or sockets, no clock reads;
-//! - `store`: redb tables and the record codec;
-//! - `driver`: the one loop that reads the clock, owns the core and commits batches;
-//! - adapters: `http` (REST, WebSockets, pages), the SIP UDP listener;
-//! - `app`: wires listeners, store, driver and adapters together.
+//! - [`store`]: redb tables and the record codec;
+//! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
+//! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
+//! - [`app`]: wires listeners, store, driver and adapters together.
 
+pub mod app;
 pub mod config;
 pub mod core;
+pub mod driver;
+pub mod http;
+pub mod outbound;
 pub mod sip;
+pub mod store;
 pub mod wheel;

@@ -1,0 +1,57 @@
+//! Store layer: every redb table of the store, in this one file, and the schema version.
+//!
+//! Keys use redb's native types; a `u128` id is `Uuid::as_u128()`, which sorts by creation
+//! time for UUID v7. Values named "record" are [`super::codec`] records.
+
+use redb::{MultimapTableDefinition, TableDefinition};
+
+/// The layout of the tables below. Stored in [`META`] under [`SCHEMA_VERSION_KEY`]; a file
+/// with a newer version is refused, an older one would be migrated at open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The [`META`] key holding the schema version.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// Store-wide settings: name → value.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Conversation id → Conversation record.
+pub const CONVERSATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("conversations");
+
+/// Ids of the conversations that are not `handled` or `abandoned` (maintained on every put).
+pub const OPEN_CONVERSATIONS: TableDefinition<u128, ()> =
+    TableDefinition::new("open_conversations");
+
+/// (queue, queue rank, conversation id) of exactly the `in_queue` conversations.
+pub const QUEUE_INDEX: TableDefinition<(&str, i64, u128), ()> = TableDefinition::new("queue_index");
+
+/// Group id → the ids of its conversations.
+pub const GROUPS: MultimapTableDefinition<u128, u128> = MultimapTableDefinition::new("groups");
+
+/// (conversation id, sequence number) → Event record: the timeline.
+pub const EVENTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("events");
+
+/// Thread id → Thread record.
+pub const THREADS: TableDefinition<u128, &[u8]> = TableDefinition::new("threads");
+
+/// Ids of the threads whose `open` flag is set (maintained on every thread put), so boot
+/// does not scan every thread ever written.
+pub const OPEN_THREADS: TableDefinition<u128, ()> = TableDefinition::new("open_threads");
+
+/// (thread id, sequence number) → Message record: the transcript.
+pub const MESSAGES: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("messages");
+
+/// Session id → Session record.
+pub const SESSIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("sessions");
+
+/// Token hash → session id (maintained from session puts and ends).
+pub const SESSION_TOKENS: TableDefinition<[u8; 32], u128> = TableDefinition::new("session_tokens");
+
+/// (session id, conversation id) → Metadata record: unsaved drafts.
+pub const DRAFTS: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("drafts");
+
+/// Agent id → AgentRecord record (presence, idle times, SIP bindings with absolute expiry).
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+
+/// Message id → OutboxItem record: replies waiting for webhook delivery.
+pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");

@@ -1,0 +1,939 @@
+use super::*;
+use crate::config::{AgentConfig, Capacity, Config, QueueConfig, RequeuePosition};
+use crate::core::model::*;
+use crate::core::time::Timestamp;
+use crate::core::{Command, Core, Now, Reply};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const T0: i64 = 1_795_428_900_000;
+
+fn id(n: u128) -> Uuid {
+    // Version-7-shaped ids whose order is the creation order.
+    Uuid::from_u128((0x0190_0000_0000_7000_8000_0000_0000_0000) | n)
+}
+
+fn conversation(n: u128, group: u128, status: Status) -> Conversation {
+    let assigned = status.is_assigned() || status.is_closed();
+    Conversation {
+        id: id(n),
+        group_id: id(group),
+        medium: Medium::Webchat,
+        queue: "chat".into(),
+        status,
+        agent: assigned.then(|| "alice".to_string()),
+        last_agent: assigned.then(|| "alice".to_string()),
+        customer: Customer {
+            name: format!("customer {n}"),
+            address: format!("c{n}"),
+        },
+        subject: None,
+        origin: Origin {
+            kind: OriginKind::Inbound,
+            previous: None,
+        },
+        queue_arrival_time: Timestamp(T0 + n as i64),
+        queue_rank: T0 + n as i64,
+        created_at: Timestamp(T0 + n as i64),
+        ended_at: status.is_closed().then_some(Timestamp(T0 + 1_000)),
+        disconnect_party: None,
+        disconnect_reason: None,
+        metadata: Metadata::default(),
+        thread: None,
+        offer_expires_at: None,
+        declined_by: Vec::new(),
+        event_count: 0,
+    }
+}
+
+fn put(c: &Conversation) -> Write {
+    Write::Conversation(Box::new(c.clone()))
+}
+
+fn event(agent: Option<&str>) -> Event {
+    Event {
+        at: Timestamp(T0),
+        event: EventKind::Queued,
+        agent: agent.map(String::from),
+        detail: None,
+    }
+}
+
+fn session(n: u128, token: u8) -> Session {
+    Session {
+        id: id(n),
+        user: "alice".into(),
+        role: Role::Agent,
+        token_hash: [token; 32],
+        state: SessionState::Disconnected,
+        created_at: Timestamp(T0),
+        disconnected_at: Some(Timestamp(T0 + 5)),
+        deadline: Some(Timestamp(T0 + 60_005)),
+    }
+}
+
+fn draft(memo: &str) -> Metadata {
+    Metadata {
+        script: BTreeMap::from([("q".into(), "a".into())]),
+        memo: memo.into(),
+    }
+}
+
+fn assert_ok(store: &Store) {
+    if let Err(problems) = store.check_invariants() {
+        panic!("invariants broken:\n{problems}");
+    }
+}
+
+#[test]
+fn every_record_type_round_trips_through_the_store() {
+    let store = Store::in_memory().unwrap();
+    let mut open = conversation(1, 1, Status::InProcess);
+    open.thread = Some(id(50));
+    open.event_count = 1;
+    let mut closed = conversation(2, 1, Status::Handled);
+    closed.metadata = draft("saved");
+    closed.event_count = 1;
+    let thread = Thread {
+        id: id(50),
+        group_id: id(1),
+        medium: Medium::Webchat,
+        customer: open.customer.clone(),
+        token_hash: Some([9; 32]),
+        current: id(1),
+        open: true,
+        message_count: 1,
+    };
+    let message = Message {
+        id: id(60),
+        from: Sender::Customer,
+        text: "hello".into(),
+        at: Timestamp(T0),
+        delivery: None,
+    };
+    let agent = AgentRecord {
+        id: "alice".into(),
+        presence: Presence::Ready,
+        idle_since: [Timestamp(T0); 3],
+        bindings: vec![Binding {
+            contact: "sip:alice@10.0.0.9".into(),
+            expires_at: Timestamp(T0 + 30_000),
+        }],
+        sip_lost: false,
+    };
+    let outbox = OutboxItem {
+        message_id: id(70),
+        conversation_id: id(1),
+        thread_id: id(50),
+        medium: Medium::Sms,
+        to: "+15550100".into(),
+        subject: None,
+        text: "reply".into(),
+        agent: "alice".into(),
+        created_at: Timestamp(T0),
+        attempts: 1,
+        next_attempt_at: Timestamp(T0 + 2_000),
+    };
+    store
+        .apply(&[
+            put(&open),
+            put(&closed),
+            Write::Event {
+                conversation: id(1),
+                seq: 0,
+                event: event(Some("alice")),
+            },
+            Write::Event {
+                conversation: id(2),
+                seq: 0,
+                event: event(None),
+            },
+            Write::Thread(Box::new(thread.clone())),
+            Write::Message {
+                thread: id(50),
+                seq: 0,
+                message: message.clone(),
+            },
+            Write::Session(Box::new(session(40, 1))),
+            Write::Draft {
+                session: id(40),
+                conversation: id(1),
+                draft: Some(draft("typing")),
+            },
+            Write::Agent(Box::new(agent.clone())),
+            Write::Outbox(Box::new(outbox.clone())),
+        ])
+        .unwrap();
+    assert_ok(&store);
+
+    let r = store.load().unwrap();
+    assert_eq!(r.conversations, vec![open.clone()]);
+    assert_eq!(r.events, vec![(id(1), vec![event(Some("alice"))])]);
+    assert_eq!(r.threads, vec![(thread, vec![message.clone()])]);
+    assert_eq!(r.sessions, vec![session(40, 1)]);
+    assert_eq!(r.drafts, vec![(id(40), id(1), draft("typing"))]);
+    assert_eq!(r.agents, vec![agent]);
+    assert_eq!(r.outbox, vec![outbox]);
+
+    assert_eq!(
+        store.conversation(id(2)).unwrap(),
+        Some((closed, vec![event(None)]))
+    );
+    assert_eq!(store.conversation(id(3)).unwrap(), None);
+    assert_eq!(store.messages(id(50)).unwrap(), vec![message]);
+    assert!(store.messages(id(51)).unwrap().is_empty());
+}
+
+#[test]
+fn indexes_follow_a_conversation_through_its_states() {
+    let store = Store::in_memory().unwrap();
+    let mut c = conversation(1, 1, Status::InQueue);
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    let waiting = |s: &Store| {
+        s.search(&SearchQuery {
+            status: Some(Status::InQueue),
+            ..Default::default()
+        })
+    };
+    assert_eq!(waiting(&store).unwrap().len(), 1);
+
+    // Front-of-queue requeue changes the rank while in the queue: the old entry goes.
+    c.queue_rank -= 500;
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+
+    c.status = Status::Offered;
+    c.agent = Some("alice".into());
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert!(waiting(&store).unwrap().is_empty());
+    assert_eq!(store.load().unwrap().conversations.len(), 1);
+
+    c.status = Status::Handled;
+    c.ended_at = Some(Timestamp(T0 + 9));
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert!(store.load().unwrap().conversations.is_empty());
+    assert_eq!(store.group(id(1)).unwrap(), vec![c]);
+}
+
+#[test]
+fn session_token_change_and_session_end_keep_tokens_and_drafts_in_step() {
+    let store = Store::in_memory().unwrap();
+    let other = session(41, 7);
+    store
+        .apply(&[
+            Write::Session(Box::new(session(40, 1))),
+            Write::Session(Box::new(other.clone())),
+            Write::Draft {
+                session: id(40),
+                conversation: id(1),
+                draft: Some(draft("a")),
+            },
+            Write::Draft {
+                session: id(40),
+                conversation: id(2),
+                draft: Some(draft("b")),
+            },
+            Write::Draft {
+                session: id(41),
+                conversation: id(3),
+                draft: Some(draft("c")),
+            },
+        ])
+        .unwrap();
+    assert_ok(&store);
+
+    // Takeover: same session, new token.
+    store
+        .apply(&[Write::Session(Box::new(session(40, 2)))])
+        .unwrap();
+    assert_ok(&store);
+
+    // One draft saved, then the session ends: the rest of its drafts go, the other session's stay.
+    store
+        .apply(&[Write::Draft {
+            session: id(40),
+            conversation: id(1),
+            draft: None,
+        }])
+        .unwrap();
+    assert_eq!(store.load().unwrap().drafts.len(), 2);
+    store
+        .apply(&[Write::SessionEnded {
+            id: id(40),
+            token_hash: [2; 32],
+        }])
+        .unwrap();
+    assert_ok(&store);
+    let r = store.load().unwrap();
+    assert_eq!(r.sessions, vec![other]);
+    assert_eq!(r.drafts, vec![(id(41), id(3), draft("c"))]);
+
+    store
+        .apply(&[Write::DraftsCleared { session: id(41) }])
+        .unwrap();
+    assert!(store.load().unwrap().drafts.is_empty());
+    assert_ok(&store);
+}
+
+#[test]
+fn outbox_done_deletes_the_item_and_events_replace_by_sequence() {
+    let store = Store::in_memory().unwrap();
+    let mut c = conversation(1, 1, Status::InProcess);
+    c.event_count = 1;
+    let item = OutboxItem {
+        message_id: id(70),
+        conversation_id: id(1),
+        thread_id: id(50),
+        medium: Medium::Email,
+        to: "ann@example.com".into(),
+        subject: Some("Re: hi".into()),
+        text: "reply".into(),
+        agent: "alice".into(),
+        created_at: Timestamp(T0),
+        attempts: 0,
+        next_attempt_at: Timestamp(T0),
+    };
+    store
+        .apply(&[
+            put(&c),
+            Write::Event {
+                conversation: id(1),
+                seq: 0,
+                event: event(None),
+            },
+            Write::Event {
+                conversation: id(1),
+                seq: 0,
+                event: event(Some("bob")),
+            },
+            Write::Outbox(Box::new(item)),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.conversation(id(1)).unwrap().unwrap().1,
+        vec![event(Some("bob"))]
+    );
+    assert_eq!(store.load().unwrap().outbox.len(), 1);
+    store
+        .apply(&[Write::OutboxDone { message: id(70) }])
+        .unwrap();
+    assert!(store.load().unwrap().outbox.is_empty());
+    assert_ok(&store);
+}
+
+#[test]
+fn search_filters_and_lists_newest_first() {
+    let store = Store::in_memory().unwrap();
+    let mut writes = Vec::new();
+    for n in 1..=6u128 {
+        let status = if n % 2 == 0 {
+            Status::Handled
+        } else {
+            Status::InQueue
+        };
+        let mut c = conversation(n, n, status);
+        if n == 3 {
+            c.medium = Medium::Voice;
+            c.queue = "voice".into();
+        }
+        if n == 4 {
+            c.agent = Some("bob".into());
+        }
+        writes.push(put(&c));
+    }
+    store.apply(&writes).unwrap();
+    let ids = |q: SearchQuery| -> Vec<Uuid> {
+        store
+            .search(&q)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+
+    assert_eq!(
+        ids(SearchQuery::default()),
+        vec![id(6), id(5), id(4), id(3), id(2), id(1)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            limit: 2,
+            ..Default::default()
+        }),
+        vec![id(6), id(5)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            limit: 0,
+            ..Default::default()
+        }),
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            status: Some(Status::InQueue),
+            ..Default::default()
+        }),
+        vec![id(5), id(3), id(1)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            status: Some(Status::InQueue),
+            limit: 1,
+            ..Default::default()
+        }),
+        vec![id(5)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            status: Some(Status::Handled),
+            ..Default::default()
+        }),
+        vec![id(6), id(4), id(2)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            queue: Some("voice".into()),
+            ..Default::default()
+        }),
+        vec![id(3)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            channel: Some(Channel::Voice),
+            ..Default::default()
+        }),
+        vec![id(3)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            channel: Some(Channel::Chat),
+            status: Some(Status::InQueue),
+            ..Default::default()
+        }),
+        vec![id(5), id(1)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            agent: Some("bob".into()),
+            ..Default::default()
+        }),
+        vec![id(4)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            agent: Some("alice".into()),
+            ..Default::default()
+        }),
+        vec![id(6), id(2)]
+    );
+    assert_eq!(
+        ids(SearchQuery {
+            queue: Some("nope".into()),
+            ..Default::default()
+        }),
+        Vec::<Uuid>::new()
+    );
+}
+
+#[test]
+fn search_limit_is_capped() {
+    let store = Store::in_memory().unwrap();
+    let writes: Vec<Write> = (1..=1005u128)
+        .map(|n| put(&conversation(n, 1, Status::Handled)))
+        .collect();
+    store.apply(&writes).unwrap();
+    let found = store
+        .search(&SearchQuery {
+            limit: 5000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(found.len(), SearchQuery::MAX_LIMIT);
+    assert_eq!(found[0].id, id(1005));
+}
+
+#[test]
+fn group_lists_oldest_first_and_knows_who_worked_in_it() {
+    let store = Store::in_memory().unwrap();
+    let mut a = conversation(3, 9, Status::Handled);
+    a.created_at = Timestamp(T0 + 10);
+    let mut b = conversation(1, 9, Status::InQueue);
+    b.created_at = Timestamp(T0 + 20);
+    let mut c = conversation(2, 9, Status::InQueue);
+    c.created_at = Timestamp(T0 + 20);
+    c.event_count = 1;
+    let other = conversation(4, 8, Status::InQueue);
+    store
+        .apply(&[
+            put(&b),
+            put(&a),
+            put(&c),
+            put(&other),
+            Write::Event {
+                conversation: id(2),
+                seq: 0,
+                event: event(Some("carol")),
+            },
+        ])
+        .unwrap();
+    let ids: Vec<Uuid> = store
+        .group(id(9))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, vec![id(3), id(1), id(2)]);
+    assert!(store.group(id(7)).unwrap().is_empty());
+
+    assert!(store.agent_worked_in_group("alice", id(9)).unwrap());
+    assert!(store.agent_worked_in_group("carol", id(9)).unwrap());
+    assert!(!store.agent_worked_in_group("dave", id(9)).unwrap());
+    assert!(!store.agent_worked_in_group("alice", id(8)).unwrap());
+    assert_ok(&store);
+}
+
+#[test]
+fn a_newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join(FILE_NAME);
+    let store = Store::open(&path).unwrap();
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    drop(store);
+    match Store::open(&path) {
+        Err(StoreError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fresh_file_records_the_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Store::file_in(dir.path());
+    drop(Store::open(&path).unwrap());
+    let store = Store::open(&path).unwrap();
+    let txn = store.db.begin_read().unwrap();
+    let version = txn
+        .open_table(META)
+        .unwrap()
+        .get(SCHEMA_VERSION_KEY)
+        .unwrap()
+        .map(|v| v.value());
+    assert_eq!(version, Some(SCHEMA_VERSION));
+}
+
+#[test]
+fn a_corrupt_record_is_an_error_naming_table_and_key() {
+    let store = Store::in_memory().unwrap();
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(CONVERSATIONS)
+            .unwrap()
+            .insert(id(1).as_u128(), [99u8, 1, 2].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    match store.conversation(id(1)) {
+        Err(StoreError::Corrupt {
+            table,
+            key,
+            source: CodecError::UnknownVersion { found: 99, .. },
+        }) => {
+            assert_eq!(table, "conversations");
+            assert_eq!(key, id(1).to_string());
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        store.load(),
+        Err(StoreError::Corrupt {
+            table: "conversations",
+            ..
+        })
+    ));
+    assert!(store.check_invariants().is_err());
+
+    // Writing a good record over the bad one repairs it, indexes included.
+    let mut fixed = conversation(1, 1, Status::InQueue);
+    fixed.queue_rank += 1;
+    store.apply(&[put(&fixed)]).unwrap();
+    assert_ok(&store);
+}
+
+#[test]
+fn check_invariants_reports_a_broken_index() {
+    let store = Store::in_memory().unwrap();
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    assert_ok(&store);
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(QUEUE_INDEX)
+            .unwrap()
+            .insert(("chat", 5i64, id(2).as_u128()), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let problems = store.check_invariants().unwrap_err();
+    assert!(problems.contains("queue_index"), "{problems}");
+}
+
+#[test]
+fn check_invariants_reports_a_second_requeue_of_the_same_conversation() {
+    let store = Store::in_memory().unwrap();
+    let orig = conversation(1, 1, Status::Handled);
+    let mut again = Vec::new();
+    for n in [2, 3] {
+        let mut c = conversation(n, 1, Status::InQueue);
+        c.origin = Origin {
+            kind: OriginKind::Requeue,
+            previous: Some(id(1)),
+        };
+        again.push(put(&c));
+    }
+    store.apply(&[put(&orig), again[0].clone()]).unwrap();
+    assert_ok(&store);
+    store.apply(&[again[1].clone()]).unwrap();
+    let problems = store.check_invariants().unwrap_err();
+    assert!(problems.contains("requeued 2 times"), "{problems}");
+}
+
+#[test]
+fn backup_is_a_store_file_with_the_same_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::file_in(dir.path())).unwrap();
+    let mut c = conversation(1, 1, Status::InQueue);
+    c.event_count = 1;
+    store
+        .apply(&[
+            put(&c),
+            put(&conversation(2, 1, Status::Handled)),
+            Write::Event {
+                conversation: id(1),
+                seq: 0,
+                event: event(None),
+            },
+            Write::Session(Box::new(session(40, 1))),
+        ])
+        .unwrap();
+    let dest = dir.path().join("backups").join("one.redb");
+    store.backup_to(&dest).unwrap();
+    assert!(matches!(
+        store.backup_to(&dest),
+        Err(StoreError::BackupExists(_))
+    ));
+
+    // The source stays usable and later writes do not reach the copy.
+    store
+        .apply(&[put(&conversation(3, 3, Status::InQueue))])
+        .unwrap();
+
+    let copy = Store::open(&dest).unwrap();
+    assert_ok(&copy);
+    let all = SearchQuery::default();
+    let want: Vec<Conversation> = store
+        .search(&all)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.id != id(3))
+        .collect();
+    assert_eq!(copy.search(&all).unwrap(), want);
+    assert_eq!(
+        copy.conversation(id(1)).unwrap(),
+        store.conversation(id(1)).unwrap()
+    );
+    assert_eq!(copy.load().unwrap().sessions, vec![session(40, 1)]);
+}
+
+#[test]
+fn in_memory_store_can_be_backed_up_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::in_memory().unwrap();
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    let dest = dir.path().join("mem.redb");
+    store.backup_to(&dest).unwrap();
+    assert_eq!(Store::open(&dest).unwrap().group(id(1)).unwrap().len(), 1);
+}
+
+#[test]
+fn export_writes_one_json_object_per_conversation_with_its_events() {
+    let store = Store::in_memory().unwrap();
+    let mut c = conversation(1, 1, Status::InQueue);
+    c.event_count = 2;
+    store
+        .apply(&[
+            put(&c),
+            put(&conversation(2, 2, Status::Handled)),
+            Write::Event {
+                conversation: id(1),
+                seq: 0,
+                event: event(None),
+            },
+            Write::Event {
+                conversation: id(1),
+                seq: 1,
+                event: event(Some("alice")),
+            },
+        ])
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(store.export_jsonl(&mut out).unwrap(), 2);
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], id(1).to_string());
+    assert_eq!(lines[0]["status"], "in_queue");
+    assert_eq!(lines[0]["channel"], "chat");
+    assert_eq!(lines[0]["created_at"], "2026-11-23T10:15:00.001Z");
+    assert_eq!(lines[0]["ended_at"], serde_json::Value::Null);
+    assert_eq!(lines[0]["events"].as_array().unwrap().len(), 2);
+    assert_eq!(lines[0]["events"][1]["agent"], "alice");
+    assert_eq!(lines[1]["events"], serde_json::json!([]));
+}
+
+// ----- the real core, a real file, a reopen after every batch -----
+
+fn chat_config() -> Config {
+    let mut cfg = Config::default();
+    cfg.queues.push(QueueConfig {
+        id: "chat".into(),
+        name: "Chat".into(),
+        channel: Channel::Chat,
+        offer_timeout: None,
+        not_ready_after_no_response: false,
+        session_lost_prompt: Some("You will be connected to another agent.".into()),
+        reconnecting_prompt: None,
+        requeue_position: RequeuePosition::Original,
+    });
+    cfg.agents.push(AgentConfig {
+        id: "alice".into(),
+        name: "Alice".into(),
+        password_hash: String::new(),
+        sip_password: String::new(),
+        queues: vec!["chat".into()],
+        capacity: Capacity::default(),
+    });
+    cfg
+}
+
+/// Commits the core's batch, closes the file, reopens it and checks the invariants.
+fn commit_and_reopen(store: Store, core: &mut Core, path: &Path) -> Store {
+    store.apply(&core.take_writes()).unwrap();
+    drop(store);
+    let store = Store::open(path).unwrap();
+    assert_ok(&store);
+    store
+}
+
+#[test]
+fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Store::file_in(dir.path());
+    let cfg = Arc::new(chat_config());
+    let grace = cfg.resilience.session_grace.as_millis() as u64;
+    let t0 = Now {
+        mono: 1_000,
+        wall: T0,
+    };
+    let mut core = Core::new(cfg.clone(), 7, t0);
+    let mut store = Store::open(&path).unwrap();
+    let agent_token = [1u8; 32];
+    let customer_token = [2u8; 32];
+
+    let login = core.handle(
+        t0,
+        Command::Login {
+            user: "alice".into(),
+            role: Role::Agent,
+            token: agent_token,
+        },
+    );
+    assert!(matches!(login, Ok(Reply::LoggedIn { .. })), "{login:?}");
+    store = commit_and_reopen(store, &mut core, &path);
+
+    let t1 = t0.plus_ms(1_000);
+    core.handle(
+        t1,
+        Command::AttachPanel {
+            token: agent_token,
+            socket: 1,
+        },
+    )
+    .unwrap();
+    store = commit_and_reopen(store, &mut core, &path);
+
+    let t2 = t0.plus_ms(2_000);
+    let started = core
+        .handle(
+            t2,
+            Command::StartChat {
+                queue: "chat".into(),
+                name: "Ann".into(),
+                text: Some("my order is late".into()),
+                token: customer_token,
+            },
+        )
+        .unwrap();
+    let Reply::ChatStarted {
+        conversation_id: orig,
+        group_id,
+    } = started
+    else {
+        panic!("unexpected reply {started:?}")
+    };
+    store = commit_and_reopen(store, &mut core, &path);
+    let (offered, _) = store.conversation(orig).unwrap().unwrap();
+    assert_eq!(
+        offered.status,
+        Status::Offered,
+        "the chat is offered to the connected agent"
+    );
+
+    let t3 = t0.plus_ms(3_000);
+    core.handle(
+        t3,
+        Command::Accept {
+            token: agent_token,
+            conversation: orig,
+        },
+    )
+    .unwrap();
+    store = commit_and_reopen(store, &mut core, &path);
+
+    let t4 = t0.plus_ms(4_000);
+    core.handle(
+        t4,
+        Command::SaveDraft {
+            token: agent_token,
+            conversation: orig,
+            draft: draft("half typed"),
+        },
+    )
+    .unwrap();
+    store = commit_and_reopen(store, &mut core, &path);
+
+    let t5 = t0.plus_ms(5_000);
+    core.handle(t5, Command::DetachPanel { socket: 1 }).unwrap();
+    store = commit_and_reopen(store, &mut core, &path);
+
+    // During the grace period the chat stays with the agent and the draft is kept.
+    let during = store.load().unwrap();
+    assert_eq!(during.conversations.len(), 1);
+    assert_eq!(during.conversations[0].status, Status::InProcess);
+    assert_eq!(
+        during.drafts,
+        vec![(during.sessions[0].id, orig, draft("half typed"))]
+    );
+    assert_eq!(during.sessions[0].state, SessionState::Disconnected);
+    assert_eq!(
+        during.sessions[0].deadline,
+        Some(t5.ts().plus(cfg.resilience.session_grace))
+    );
+
+    let deadline = t5.plus_ms(grace);
+    assert_eq!(core.poll_timeout(), Some(deadline.mono));
+    core.handle_timeout(deadline);
+    store = commit_and_reopen(store, &mut core, &path);
+
+    // The original is handled and out of the open work.
+    let (original, events) = store.conversation(orig).unwrap().unwrap();
+    assert_eq!(original.status, Status::Handled);
+    assert_eq!(
+        original.disconnect_reason,
+        Some(DisconnectReason::AgentSessionLost)
+    );
+    assert_eq!(original.disconnect_party, Some(DisconnectParty::Agent));
+    assert_eq!(original.ended_at, Some(deadline.ts()));
+    assert!(events.iter().any(|e| e.event == EventKind::SessionLost));
+
+    // Exactly one requeue, in the queue with the ORIGINAL arrival time.
+    let restored = store.load().unwrap();
+    assert_eq!(
+        restored.conversations.len(),
+        1,
+        "{:?}",
+        restored.conversations
+    );
+    let requeued = restored.conversations[0].clone();
+    assert_ne!(requeued.id, orig);
+    assert_eq!(requeued.status, Status::InQueue);
+    assert_eq!(requeued.group_id, group_id);
+    assert_eq!(
+        requeued.origin,
+        Origin {
+            kind: OriginKind::Requeue,
+            previous: Some(orig)
+        }
+    );
+    assert_eq!(requeued.queue_arrival_time, original.queue_arrival_time);
+    assert_eq!(requeued.queue_arrival_time, t2.ts());
+    assert_eq!(requeued.agent, None);
+    assert_eq!(
+        store
+            .search(&SearchQuery {
+                status: Some(Status::InQueue),
+                ..Default::default()
+            })
+            .unwrap(),
+        vec![requeued.clone()]
+    );
+    let group = store.group(group_id).unwrap();
+    assert_eq!(
+        group.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![orig, requeued.id]
+    );
+    assert_eq!(
+        group
+            .iter()
+            .filter(|c| c.origin.kind == OriginKind::Requeue)
+            .count(),
+        1
+    );
+    assert!(store.agent_worked_in_group("alice", group_id).unwrap());
+
+    // The session ended: no session, no drafts; the thread follows the new conversation.
+    assert!(restored.sessions.is_empty());
+    assert!(restored.drafts.is_empty());
+    assert_eq!(restored.events.len(), 1);
+    assert_eq!(restored.events[0].0, requeued.id);
+    assert_eq!(restored.threads.len(), 1);
+    let (thread, messages) = &restored.threads[0];
+    assert_eq!(thread.current, requeued.id);
+    assert!(thread.open);
+    assert_eq!(messages.len() as u32, thread.message_count);
+    assert_eq!(messages[0].text, "my order is late");
+    assert_eq!(store.messages(thread.id).unwrap(), *messages);
+
+    // A restart from this store: the new core has the chat waiting, nothing written twice.
+    let boot = deadline.plus_ms(1_000);
+    let mut rebooted = Core::new(cfg, 8, boot);
+    rebooted.restore(restored, boot);
+    assert_eq!(
+        rebooted.conversation(&requeued.id).map(|c| c.status),
+        Some(Status::InQueue)
+    );
+    assert_eq!(rebooted.conversation(&orig), None);
+    let store = commit_and_reopen(store, &mut rebooted, &path);
+    assert_eq!(store.load().unwrap().conversations.len(), 1);
+}
