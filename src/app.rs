@@ -21,7 +21,11 @@ impl Listeners {
     /// Binds the configured addresses.
     pub async fn bind(cfg: &Config) -> std::io::Result<Listeners> {
         let http = TcpListener::bind(cfg.server.http_listen).await?;
-        let sip = if cfg.sip.enabled { Some(UdpSocket::bind(cfg.sip.listen).await?) } else { None };
+        let sip = if cfg.sip.enabled {
+            Some(UdpSocket::bind(cfg.sip.listen).await?)
+        } else {
+            None
+        };
         Ok(Listeners { http, sip })
     }
 }
@@ -37,7 +41,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("listeners", &self.listeners).finish()
+        f.debug_struct("App")
+            .field("listeners", &self.listeners)
+            .finish()
     }
 }
 
@@ -52,11 +58,22 @@ pub enum AppError {
 
 impl App {
     /// Loads the store's state into a new core (applying the restart rule).
-    pub fn build(cfg: Arc<Config>, listeners: Listeners, store: Arc<Store>, clock: Clock) -> Result<App, AppError> {
+    pub fn build(
+        cfg: Arc<Config>,
+        listeners: Listeners,
+        store: Arc<Store>,
+        clock: Clock,
+    ) -> Result<App, AppError> {
         let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
         let (driver, handle) = Driver::start(cfg.clone(), store.clone(), clock, Some(outbound_tx))?;
         let state = AppState::new(handle.clone(), store, cfg);
-        Ok(App { handle, state, driver, listeners, outbound_rx })
+        Ok(App {
+            handle,
+            state,
+            driver,
+            listeners,
+            outbound_rx,
+        })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -64,13 +81,25 @@ impl App {
     }
 
     pub fn sip_addr(&self) -> Option<SocketAddr> {
-        self.listeners.sip.as_ref().and_then(|s| s.local_addr().ok())
+        self.listeners
+            .sip
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves: then stops accepting, lets the driver finish its
     /// batch and close every socket with 1001 so panels resume after the restart.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
-        let App { handle, state, driver, listeners, outbound_rx } = self;
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let App {
+            handle,
+            state,
+            driver,
+            listeners,
+            outbound_rx,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -83,10 +112,16 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         let sip_task = listeners.sip.map(|sock| {
-            tokio::spawn(crate::sip::serve(sock, handle.clone(), state.config(), stopped(stop_rx.clone())))
+            tokio::spawn(crate::sip::serve(
+                sock,
+                handle.clone(),
+                state.config(),
+                stopped(stop_rx.clone()),
+            ))
         });
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let server =
+            axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
         let server_task = tokio::spawn(async move { server.await });
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -4,9 +4,9 @@
 //! waits for the core's next deadline.
 
 use crate::config::Config;
+use crate::core::model::{OutboxItem, TokenHash};
 use crate::core::view::{AgentSnapshot, ChatSnapshot, DashboardEvent};
 use crate::core::{Command, Core, Effect, Now, Rejection, Reply, Restored};
-use crate::core::model::{OutboxItem, TokenHash};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,7 +72,12 @@ impl Clock {
     /// plus every [`Clock::advance`].
     #[allow(clippy::disallowed_methods)]
     pub fn manual(start_wall: i64) -> Clock {
-        Clock { start: Instant::now(), start_wall, follow_system_wall: false, skew: Arc::new(AtomicU64::new(0)) }
+        Clock {
+            start: Instant::now(),
+            start_wall,
+            follow_system_wall: false,
+            skew: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Moves a manual clock forward (both readings).
@@ -82,10 +87,15 @@ impl Clock {
 
     #[allow(clippy::disallowed_methods)]
     pub fn now(&self) -> Now {
-        let real = Instant::now().saturating_duration_since(self.start).as_millis() as u64;
+        let real = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_millis() as u64;
         let mono = real + self.skew.load(Ordering::SeqCst);
-        let wall =
-            if self.follow_system_wall { system_wall_ms() } else { self.start_wall + mono as i64 };
+        let wall = if self.follow_system_wall {
+            system_wall_ms()
+        } else {
+            self.start_wall + mono as i64
+        };
         Now { mono, wall }
     }
 
@@ -119,15 +129,33 @@ pub struct DriverMetrics {
 type Attached<T> = Result<(u64, T, FrameRx), Rejection>;
 
 enum Request {
-    Call { cmd: Command, reply: oneshot::Sender<Result<Reply, Rejection>> },
-    AttachPanel { token: TokenHash, reply: oneshot::Sender<Attached<Box<AgentSnapshot>>> },
-    AttachChat { token: TokenHash, reply: oneshot::Sender<Attached<Box<ChatSnapshot>>> },
-    AttachDashboard { token: TokenHash, reply: oneshot::Sender<Attached<DashboardEvent>> },
-    Detach { socket: u64 },
+    Call {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Reply, Rejection>>,
+    },
+    AttachPanel {
+        token: TokenHash,
+        reply: oneshot::Sender<Attached<Box<AgentSnapshot>>>,
+    },
+    AttachChat {
+        token: TokenHash,
+        reply: oneshot::Sender<Attached<Box<ChatSnapshot>>>,
+    },
+    AttachDashboard {
+        token: TokenHash,
+        reply: oneshot::Sender<Attached<DashboardEvent>>,
+    },
+    Detach {
+        socket: u64,
+    },
     /// Re-read the clock and fire what is due (after a manual clock moved).
     Tick,
-    Reload { cfg: Arc<Config> },
-    Inspect { f: Box<dyn FnOnce(&Core) + Send> },
+    Reload {
+        cfg: Arc<Config>,
+    },
+    Inspect {
+        f: Box<dyn FnOnce(&Core) + Send>,
+    },
 }
 
 /// The adapters' way in: cheap to clone.
@@ -145,9 +173,15 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, CallError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| CallError::Unavailable)?;
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| CallError::Unavailable)?;
         rx.await.map_err(|_| CallError::Unavailable)
     }
 
@@ -157,16 +191,31 @@ impl Handle {
     }
 
     /// Attaches a panel socket: returns its id, the snapshot and the stream of later frames.
-    pub async fn attach_panel(&self, token: TokenHash) -> Result<(u64, Box<AgentSnapshot>, FrameRx), CallError> {
-        Ok(self.ask(|reply| Request::AttachPanel { token, reply }).await??)
+    pub async fn attach_panel(
+        &self,
+        token: TokenHash,
+    ) -> Result<(u64, Box<AgentSnapshot>, FrameRx), CallError> {
+        Ok(self
+            .ask(|reply| Request::AttachPanel { token, reply })
+            .await??)
     }
 
-    pub async fn attach_chat(&self, token: TokenHash) -> Result<(u64, Box<ChatSnapshot>, FrameRx), CallError> {
-        Ok(self.ask(|reply| Request::AttachChat { token, reply }).await??)
+    pub async fn attach_chat(
+        &self,
+        token: TokenHash,
+    ) -> Result<(u64, Box<ChatSnapshot>, FrameRx), CallError> {
+        Ok(self
+            .ask(|reply| Request::AttachChat { token, reply })
+            .await??)
     }
 
-    pub async fn attach_dashboard(&self, token: TokenHash) -> Result<(u64, DashboardEvent, FrameRx), CallError> {
-        Ok(self.ask(|reply| Request::AttachDashboard { token, reply }).await??)
+    pub async fn attach_dashboard(
+        &self,
+        token: TokenHash,
+    ) -> Result<(u64, DashboardEvent, FrameRx), CallError> {
+        Ok(self
+            .ask(|reply| Request::AttachDashboard { token, reply })
+            .await??)
     }
 
     /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss.
@@ -178,7 +227,10 @@ impl Handle {
     /// that batch is committed.
     pub async fn advance(&self, by: std::time::Duration) -> Result<(), CallError> {
         self.clock.advance(by);
-        self.tx.send(Request::Tick).await.map_err(|_| CallError::Unavailable)?;
+        self.tx
+            .send(Request::Tick)
+            .await
+            .map_err(|_| CallError::Unavailable)?;
         self.inspect(|_| ()).await
     }
 
@@ -189,16 +241,25 @@ impl Handle {
 
     /// Installs a new configuration (agents, queues, limits).
     pub async fn reload(&self, cfg: Arc<Config>) -> Result<(), CallError> {
-        self.tx.send(Request::Reload { cfg }).await.map_err(|_| CallError::Unavailable)
+        self.tx
+            .send(Request::Reload { cfg })
+            .await
+            .map_err(|_| CallError::Unavailable)
     }
 
     /// Reads the live core (tests, metrics).
-    pub async fn inspect<T: Send + 'static>(&self, f: impl FnOnce(&Core) -> T + Send + 'static) -> Result<T, CallError> {
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Result<T, CallError> {
         let (tx, rx) = oneshot::channel();
         let f = Box::new(move |core: &Core| {
             let _ = tx.send(f(core));
         });
-        self.tx.send(Request::Inspect { f }).await.map_err(|_| CallError::Unavailable)?;
+        self.tx
+            .send(Request::Inspect { f })
+            .await
+            .map_err(|_| CallError::Unavailable)?;
         rx.await.map_err(|_| CallError::Unavailable)
     }
 }
@@ -277,7 +338,9 @@ impl Hub {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
-    serde_json::to_string(v).map(Arc::from).unwrap_or_else(|_| Arc::from("{}"))
+    serde_json::to_string(v)
+        .map(Arc::from)
+        .unwrap_or_else(|_| Arc::from("{}"))
 }
 
 /// Where a batch's frames go once it is committed.
@@ -326,13 +389,28 @@ impl Driver {
         store.apply(&core.take_writes())?;
         let (tx, rx) = mpsc::channel(4096);
         let metrics = Arc::new(DriverMetrics::default());
-        let handle = Handle { tx, metrics: metrics.clone(), clock: clock.clone() };
-        let driver = Driver { core, store, clock, rx, hub: Hub::default(), outbound, metrics };
+        let handle = Handle {
+            tx,
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
+        let driver = Driver {
+            core,
+            store,
+            clock,
+            rx,
+            hub: Hub::default(),
+            outbound,
+            metrics,
+        };
         Ok((driver, handle))
     }
 
     /// The loop: until `shutdown` resolves or every handle is dropped.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DriverError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DriverError> {
         tokio::pin!(shutdown);
         // Deadlines restored from the store may already be due.
         self.step(Vec::new()).await?;
@@ -393,35 +471,32 @@ impl Driver {
                     }));
                 }
                 Request::AttachPanel { token, reply } => {
-                    let r = self.attach(now, Sub::Panel(String::new()), token, &mut pending).and_then(
-                        |(id, rx, r)| match r {
+                    let r = self
+                        .attach(now, Sub::Panel(String::new()), token, &mut pending)
+                        .and_then(|(id, rx, r)| match r {
                             Reply::Snapshot(s) => Ok((id, s, rx)),
                             _ => Err(Rejection::Unauthorized),
-                        },
-                    );
+                        });
                     replies.push(Box::new(move || {
                         let _ = reply.send(r);
                     }));
                 }
                 Request::AttachChat { token, reply } => {
-                    let r = self.attach(now, Sub::Chat(Uuid::nil()), token, &mut pending).and_then(
-                        |(id, rx, r)| match r {
+                    let r = self
+                        .attach(now, Sub::Chat(Uuid::nil()), token, &mut pending)
+                        .and_then(|(id, rx, r)| match r {
                             Reply::Chat(s) => Ok((id, s, rx)),
                             _ => Err(Rejection::Unauthorized),
-                        },
-                    );
+                        });
                     replies.push(Box::new(move || {
                         let _ = reply.send(r);
                     }));
                 }
                 Request::AttachDashboard { token, reply } => {
-                    let r = self
-                        .core
-                        .handle(now, Command::Queues { token })
-                        .map(|_| {
-                            let (id, rx) = self.hub.add(Sub::Dashboard);
-                            (id, self.core.dashboard_snapshot(), rx)
-                        });
+                    let r = self.core.handle(now, Command::Queues { token }).map(|_| {
+                        let (id, rx) = self.hub.add(Sub::Dashboard);
+                        (id, self.core.dashboard_snapshot(), rx)
+                    });
                     self.route_effects(&mut pending);
                     replies.push(Box::new(move || {
                         let _ = reply.send(r);
@@ -454,8 +529,12 @@ impl Driver {
             let micros = started.elapsed().as_micros() as u64;
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);
             self.metrics.writes.fetch_add(count, Ordering::Relaxed);
-            self.metrics.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
-            self.metrics.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+            self.metrics
+                .commit_micros_total
+                .fetch_add(micros, Ordering::Relaxed);
+            self.metrics
+                .commit_micros_max
+                .fetch_max(micros, Ordering::Relaxed);
         }
         if n > 0 {
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +547,9 @@ impl Driver {
             if tx.try_send(frame).is_err() {
                 // Full or gone: drop the subscription; a panel resumes with a fresh snapshot.
                 if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
-                    self.metrics.sockets_dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .sockets_dropped_slow
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = self.core.handle(now, Command::DetachPanel { socket });
                 }
             }
@@ -490,14 +571,28 @@ impl Driver {
             Sub::Panel(_) => {
                 let agent = match self.core.handle(now, Command::Authenticate { token })? {
                     Reply::Principal(crate::core::Principal::Agent { agent, .. }) => agent,
-                    _ => return Err(Rejection::Forbidden("this socket needs an agent token".into())),
+                    _ => {
+                        return Err(Rejection::Forbidden(
+                            "this socket needs an agent token".into(),
+                        ));
+                    }
                 };
-                (Command::AttachPanel { token, socket: next }, Sub::Panel(agent))
+                (
+                    Command::AttachPanel {
+                        token,
+                        socket: next,
+                    },
+                    Sub::Panel(agent),
+                )
             }
             Sub::Chat(_) => {
                 let thread = match self.core.handle(now, Command::Authenticate { token })? {
                     Reply::Principal(crate::core::Principal::Customer { thread, .. }) => thread,
-                    _ => return Err(Rejection::Forbidden("this socket needs a customer chat token".into())),
+                    _ => {
+                        return Err(Rejection::Forbidden(
+                            "this socket needs a customer chat token".into(),
+                        ));
+                    }
                 };
                 (Command::AttachChat { token }, Sub::Chat(thread))
             }
@@ -571,7 +666,11 @@ impl Driver {
                 Effect::ClosePanels { sockets, code } => {
                     for s in sockets {
                         if let Some(tx) = self.hub.sender(s) {
-                            let reason = if code == 4001 { "session taken over" } else { "session ended" };
+                            let reason = if code == 4001 {
+                                "session taken over"
+                            } else {
+                                "session ended"
+                            };
                             pending.push((s, tx, Outgoing::Close(code, reason)));
                         }
                         self.hub.remove(s);
@@ -593,4 +692,3 @@ impl Driver {
         }
     }
 }
-

@@ -84,7 +84,9 @@ fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match (cfg.log.format, under_journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
         (LogFormat::Human, true) => builder.without_time().try_init(),
@@ -94,13 +96,17 @@ fn init_logging(cfg: &Config) {
 
 fn serve(cfg: Config) -> Result<()> {
     init_logging(&cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let cfg = Arc::new(cfg);
         std::fs::create_dir_all(&cfg.server.data_dir)
             .with_context(|| format!("creating data_dir {}", cfg.server.data_dir.display()))?;
         let store = Arc::new(Store::open(&cfg.server.data_dir.join("switchboard.redb"))?);
-        let listeners = Listeners::bind(&cfg).await.context("binding the listeners")?;
+        let listeners = Listeners::bind(&cfg)
+            .await
+            .context("binding the listeners")?;
         let app = App::build(cfg.clone(), listeners, store, Clock::system())?;
         tracing::info!(http = %app.http_addr()?, sip = ?app.sip_addr(), "switchboard ready");
         app.run(shutdown_signal()).await?;
@@ -113,13 +119,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

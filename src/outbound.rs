@@ -56,7 +56,10 @@ pub async fn run(
         let timeout = cfg.outbound.timeout;
         tokio::spawn(async move {
             let result = match url {
-                None => Err(format!("no [outbound] webhook configured for {}", item.medium.as_str())),
+                None => Err(format!(
+                    "no [outbound] webhook configured for {}",
+                    item.medium.as_str()
+                )),
                 Some(url) => {
                     match tokio::time::timeout(timeout, post(&client, &url, &item)).await {
                         Ok(r) => r,
@@ -78,7 +81,11 @@ pub async fn run(
     }
 }
 
-async fn post<C>(client: &Client<C, Full<Bytes>>, url: &str, item: &OutboxItem) -> Result<(), String>
+async fn post<C>(
+    client: &Client<C, Full<Bytes>>,
+    url: &str,
+    item: &OutboxItem,
+) -> Result<(), String>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -104,5 +111,9 @@ where
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let _ = resp.into_body().collect().await;
-    if status.is_success() { Ok(()) } else { Err(format!("webhook answered {status}")) }
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("webhook answered {status}"))
+    }
 }

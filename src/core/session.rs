@@ -232,7 +232,9 @@ impl Core {
         if s.sockets.len() >= max {
             return Err(Rejection::conflict(
                 "too_many_sockets",
-                format!("this session already has {max} panel connections (limits.max_sockets_per_session)"),
+                format!(
+                    "this session already has {max} panel connections (limits.max_sockets_per_session)"
+                ),
             ));
         }
         s.sockets.insert(socket);

@@ -20,12 +20,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::too_large("the request body is larger than limits.max_body_bytes"))
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::too_large(
+                    "the request body is larger than limits.max_body_bytes",
+                ))
             }
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::invalid("expected a JSON body with Content-Type: application/json"))
-            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
+                "expected a JSON body with Content-Type: application/json",
+            )),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }

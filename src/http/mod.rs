@@ -26,7 +26,11 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(handle: Handle, store: Arc<Store>, config: Arc<Config>) -> AppState {
-        AppState { handle, store, config: Arc::new(RwLock::new(config)) }
+        AppState {
+            handle,
+            store,
+            config: Arc::new(RwLock::new(config)),
+        }
     }
 
     /// The configuration in force (it changes on reload).
@@ -59,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes())
         .merge(ws::routes())
         .merge(pages::routes())
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes.max(limits.max_email_bytes + 4096)))
+        .layer(DefaultBodyLimit::max(
+            limits.max_body_bytes.max(limits.max_email_bytes + 4096),
+        ))
         .with_state(state)
 }

@@ -50,7 +50,10 @@ pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
 
 /// agent id → SIP password.
 pub fn credentials(cfg: &Config) -> HashMap<String, String> {
-    cfg.agents.iter().map(|a| (a.id.clone(), a.sip_password.clone())).collect()
+    cfg.agents
+        .iter()
+        .map(|a| (a.id.clone(), a.sip_password.clone()))
+        .collect()
 }
 
 /// Failed authentications per source address in the current minute.
@@ -125,7 +128,9 @@ pub async fn serve(
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
                     METRICS.challenges.fetch_add(1, Ordering::Relaxed);
-                    let stale = resp.header("WWW-Authenticate").is_some_and(|h| h.contains("stale=true"));
+                    let stale = resp
+                        .header("WWW-Authenticate")
+                        .is_some_and(|h| h.contains("stale=true"));
                     if had_credentials && !stale {
                         METRICS.auth_failures.fetch_add(1, Ordering::Relaxed);
                         throttle.failed(src.ip());
@@ -137,18 +142,26 @@ pub async fn serve(
                 let update = match rr.change {
                     BindingChange::Fetch => BindingUpdate::Fetch,
                     BindingChange::RemoveAll => BindingUpdate::RemoveAll,
-                    BindingChange::Update(list) => {
-                        BindingUpdate::Set(list.into_iter().map(|c| (c.uri, c.expires_secs)).collect())
-                    }
+                    BindingChange::Update(list) => BindingUpdate::Set(
+                        list.into_iter().map(|c| (c.uri, c.expires_secs)).collect(),
+                    ),
                 };
                 let (sock, handle) = (sock.clone(), handle.clone());
                 tokio::spawn(async move {
-                    let resp = match handle.call(Command::SipRegister { agent: rr.agent_id, update }).await {
+                    let resp = match handle
+                        .call(Command::SipRegister {
+                            agent: rr.agent_id,
+                            update,
+                        })
+                        .await
+                    {
                         Ok(Reply::Bindings(b)) => {
                             METRICS.registers_ok.fetch_add(1, Ordering::Relaxed);
                             registered_ok(&req, src, &b)
                         }
-                        Ok(_) | Err(CallError::Unavailable) => response_to(&req, 500, "Server Internal Error"),
+                        Ok(_) | Err(CallError::Unavailable) => {
+                            response_to(&req, 500, "Server Internal Error")
+                        }
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };
                     let _ = sock.send_to(&resp.serialize(), src).await;

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard::app::{App, Listeners};
-use switchboard::config::{AgentConfig, ApiKeyConfig, Capacity, Channel, Config, QueueConfig, RequeuePosition, SupervisorConfig};
+use switchboard::config::{
+    AgentConfig, ApiKeyConfig, Capacity, Channel, Config, QueueConfig, RequeuePosition,
+    SupervisorConfig,
+};
 use switchboard::driver::{Clock, Handle};
 use switchboard::store::Store;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -35,7 +38,9 @@ fn argon2_hash(password: &str) -> String {
     let params = argon2::Params::new(1024, 1, 1, None).expect("params");
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"switchboard-test").expect("salt");
-    a.hash_password(password.as_bytes(), &salt).expect("hash").to_string()
+    a.hash_password(password.as_bytes(), &salt)
+        .expect("hash")
+        .to_string()
 }
 
 fn queue(id: &str, channel: Channel) -> QueueConfig {
@@ -57,9 +62,15 @@ fn queue(id: &str, channel: Channel) -> QueueConfig {
 pub fn test_config() -> Config {
     let mut cfg = Config::default();
     let mut support = queue("support", Channel::Chat);
-    support.session_lost_prompt = Some("Sorry for the wait: your agent was disconnected. You keep your place in the queue.".into());
+    support.session_lost_prompt = Some(
+        "Sorry for the wait: your agent was disconnected. You keep your place in the queue.".into(),
+    );
     support.reconnecting_prompt = Some("Your agent is reconnecting…".into());
-    cfg.queues = vec![support, queue("phones", Channel::Voice), queue("mail", Channel::Email)];
+    cfg.queues = vec![
+        support,
+        queue("phones", Channel::Voice),
+        queue("mail", Channel::Email),
+    ];
     let agent = |id: &str, name: &str, queues: &[&str]| AgentConfig {
         id: id.into(),
         name: name.into(),
@@ -73,9 +84,16 @@ pub fn test_config() -> Config {
         agent("bob", "Bob", &["support", "phones", "mail"]),
         agent("carol", "Carol", &["support"]),
     ];
-    cfg.supervisors = vec![SupervisorConfig { id: "sam".into(), name: "Sam".into(), password_hash: argon2_hash(&password("sam")) }];
+    cfg.supervisors = vec![SupervisorConfig {
+        id: "sam".into(),
+        name: "Sam".into(),
+        password_hash: argon2_hash(&password("sam")),
+    }];
     use sha2::Digest;
-    cfg.api_keys = vec![ApiKeyConfig { id: "crm".into(), key_sha256: hex::encode(sha2::Sha256::digest(API_KEY.as_bytes())) }];
+    cfg.api_keys = vec![ApiKeyConfig {
+        id: "crm".into(),
+        key_sha256: hex::encode(sha2::Sha256::digest(API_KEY.as_bytes())),
+    }];
     cfg.sip.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.server.http_listen = "127.0.0.1:0".parse().expect("addr");
     cfg
@@ -108,9 +126,19 @@ impl TestServer {
         cfg.server.data_dir = dir.path().to_path_buf();
         let cfg = Arc::new(cfg);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let sip = if cfg.sip.enabled { Some(UdpSocket::bind("127.0.0.1:0").await.expect("bind sip")) } else { None };
+        let sip = if cfg.sip.enabled {
+            Some(UdpSocket::bind("127.0.0.1:0").await.expect("bind sip"))
+        } else {
+            None
+        };
         let store = Arc::new(Store::open(&dir.path().join("switchboard.redb")).expect("store"));
-        let app = App::build(cfg.clone(), Listeners { http, sip }, store, Clock::manual(wall)).expect("app");
+        let app = App::build(
+            cfg.clone(),
+            Listeners { http, sip },
+            store,
+            Clock::manual(wall),
+        )
+        .expect("app");
         let addr = app.http_addr().expect("addr");
         let sip_addr = app.sip_addr();
         let handle = app.handle.clone();
@@ -122,7 +150,16 @@ impl TestServer {
                 })
                 .await;
         });
-        TestServer { addr, sip_addr, handle, cfg, dir, stop: Some(tx), task: Some(task), http: reqwest_lite::Client::new(addr) }
+        TestServer {
+            addr,
+            sip_addr,
+            handle,
+            cfg,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+            http: reqwest_lite::Client::new(addr),
+        }
     }
 
     /// Stops the server (as on SIGTERM) and waits for it to finish.
@@ -158,25 +195,40 @@ impl TestServer {
 
     /// Logs in; returns the login response (`token`, `role`, `agent_id`, `session_id`).
     pub async fn login(&self, user: &str) -> Value {
-        let (status, body) = self.http.post("/api/v1/login", None, &json!({"username": user, "password": password(user)})).await;
+        let (status, body) = self
+            .http
+            .post(
+                "/api/v1/login",
+                None,
+                &json!({"username": user, "password": password(user)}),
+            )
+            .await;
         assert_eq!(status, 200, "login {user}: {body}");
         body
     }
 
     pub async fn token(&self, user: &str) -> String {
-        self.login(user).await["token"].as_str().expect("token").to_string()
+        self.login(user).await["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// Opens the agent panel socket and returns it with its snapshot frame.
     pub async fn panel(&self, token: &str) -> (Ws, Value) {
         let mut ws = self.ws("/api/v1/agent/ws", token).await;
         let snap = next_json(&mut ws).await;
-        assert_eq!(snap["type"], "snapshot", "first panel frame is the snapshot: {snap}");
+        assert_eq!(
+            snap["type"], "snapshot",
+            "first panel frame is the snapshot: {snap}"
+        );
         (ws, snap)
     }
 
     pub async fn ws(&self, path: &str, token: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(path, token)).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(path, token))
+            .await
+            .expect("ws connect");
         ws
     }
 }
@@ -192,7 +244,11 @@ impl Drop for TestServer {
 /// The next text frame as JSON (pings are answered by tungstenite); panics after 5 s.
 pub async fn next_json(ws: &mut Ws) -> Value {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("frame within 5 s").expect("socket open").expect("frame");
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("frame within 5 s")
+            .expect("socket open")
+            .expect("frame");
         match msg {
             Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
             Message::Close(c) => panic!("socket closed: {c:?}"),
@@ -206,7 +262,11 @@ pub async fn wait_for(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Valu
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let msg = tokio::time::timeout(left, ws.next()).await.expect("expected frame within 5 s").expect("socket open").expect("frame");
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("expected frame within 5 s")
+            .expect("socket open")
+            .expect("frame");
         if let Message::Text(t) = msg {
             let v: Value = serde_json::from_str(&t).expect("json frame");
             if pred(&v) {
@@ -219,7 +279,10 @@ pub async fn wait_for(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Valu
 /// The close code the server sends next (skipping other frames); panics after 5 s.
 pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("close within 5 s") {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("close within 5 s")
+        {
             Some(Ok(Message::Close(c))) => return c.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -228,7 +291,9 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
 }
 
 pub async fn send_json(ws: &mut Ws, v: &Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
 }
 
 /// A minimal HTTP/1.1 JSON client on hyper (no extra dependencies).
@@ -249,22 +314,43 @@ pub mod reqwest_lite {
 
     impl Client {
         pub fn new(addr: SocketAddr) -> Client {
-            Client { addr, inner: HClient::builder(TokioExecutor::new()).build_http() }
+            Client {
+                addr,
+                inner: HClient::builder(TokioExecutor::new()).build_http(),
+            }
         }
 
         /// Any request; `body` is sent as-is with `content_type` when given.
-        pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-            let mut req = hyper::Request::builder().method(method).uri(format!("http://{}{}", self.addr, path));
+        pub async fn raw(
+            &self,
+            method: &str,
+            path: &str,
+            token: Option<&str>,
+            content_type: Option<&str>,
+            body: Vec<u8>,
+        ) -> (u16, Value) {
+            let mut req = hyper::Request::builder()
+                .method(method)
+                .uri(format!("http://{}{}", self.addr, path));
             if let Some(t) = token {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
             if let Some(ct) = content_type {
                 req = req.header("content-type", ct);
             }
-            let resp = self.inner.request(req.body(Full::new(Bytes::from(body))).expect("request")).await.expect("http");
+            let resp = self
+                .inner
+                .request(req.body(Full::new(Bytes::from(body))).expect("request"))
+                .await
+                .expect("http");
             let status = resp.status().as_u16();
             let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-            let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+            let v = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            };
             (status, v)
         }
 
@@ -273,11 +359,25 @@ pub mod reqwest_lite {
         }
 
         pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-            self.raw("POST", path, token, Some("application/json"), body.to_string().into_bytes()).await
+            self.raw(
+                "POST",
+                path,
+                token,
+                Some("application/json"),
+                body.to_string().into_bytes(),
+            )
+            .await
         }
 
         pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-            self.raw("PUT", path, token, Some("application/json"), body.to_string().into_bytes()).await
+            self.raw(
+                "PUT",
+                path,
+                token,
+                Some("application/json"),
+                body.to_string().into_bytes(),
+            )
+            .await
         }
     }
 }
