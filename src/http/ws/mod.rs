@@ -50,7 +50,7 @@ enum Kind {
     Dashboard,
 }
 
-/// `GET /api/v1/agent/ws?token=` — the agent panel socket: the snapshot, then panel events;
+/// GET /api/v1/agent/ws?token= — the agent panel socket: the snapshot, then panel events;
 /// the socket is the session's connection (its loss starts the grace period).
 async fn agent_ws(
     State(state): State<AppState>,
@@ -60,7 +60,7 @@ async fn agent_ws(
     open(state, token, Kind::Panel, upgrade).await
 }
 
-/// `GET /api/v1/chat/ws?token=` — the customer's chat socket: the chat snapshot, then
+/// GET /api/v1/chat/ws?token= — the customer's chat socket: the chat snapshot, then
 /// `message` and `status` frames; takes `{"type":"message","text"}` and `{"type":"end"}`.
 async fn chat_ws(
     State(state): State<AppState>,
@@ -70,7 +70,7 @@ async fn chat_ws(
     open(state, token, Kind::Chat, upgrade).await
 }
 
-/// `GET /api/v1/dashboard/ws?token=` — the supervisor Dashboard stream: a snapshot of agents
+/// GET /api/v1/dashboard/ws?token= — the supervisor Dashboard stream: a snapshot of agents
 /// and queues, then `agent`, `queue` and `conversation` frames.
 async fn dashboard_ws(
     State(state): State<AppState>,
@@ -211,9 +211,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| String::from("{}"))
 }
 
-/// A text frame from a client.
+/// A text frame from a client (unknown extra fields are ignored).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
     Ping,
     Message { text: String },
@@ -278,5 +278,58 @@ impl ClientFrames for Customer {
             Ok(_) => None,
             Err(e) => Some(api_error_frame(&ApiError::from(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(text: &str) -> serde_json::Value {
+        let reply = PingOnly.on_text(text).await.expect("an answer");
+        serde_json::from_str(&reply).expect("json")
+    }
+
+    #[tokio::test]
+    async fn panel_and_dashboard_frames_other_than_ping_get_an_error_frame() {
+        assert_eq!(
+            answer(r#"{"type":"ping"}"#).await,
+            serde_json::json!({"type": "pong"})
+        );
+        assert_eq!(answer(r#" {"type":"ping"} "#).await["type"], "pong");
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"type":"end"}"#,
+            r#"{"type":"message","text":"hi"}"#,
+            r#"{"type":7}"#,
+        ] {
+            let v = answer(bad).await;
+            assert_eq!(v["type"], "error", "{bad:?}");
+            assert_eq!(v["error"], "invalid_request", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refused_attach_maps_to_close_codes() {
+        let code = |e: CallError| refusal(&e).0;
+        assert_eq!(
+            code(CallError::Rejected(Rejection::conflict(
+                "too_many_sockets",
+                "x"
+            ))),
+            CLOSE_TOO_MANY_SOCKETS
+        );
+        assert_eq!(
+            code(CallError::Rejected(Rejection::Unauthorized)),
+            CLOSE_UNAUTHORIZED
+        );
+        assert_eq!(
+            code(CallError::Rejected(Rejection::Forbidden("x".into()))),
+            CLOSE_FORBIDDEN
+        );
+        assert_eq!(code(CallError::Unavailable), CLOSE_UNAVAILABLE);
     }
 }
