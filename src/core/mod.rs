@@ -325,18 +325,18 @@ impl Core {
         }
         for mut s in state.sessions {
             match s.role {
-                Role::Supervisor => {
-                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
-                    if let Some(d) = s.deadline {
-                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
-                    }
-                }
                 Role::Supervisor if !self.supervisors.contains_key(&s.user) => {
                     self.writes.push(Write::SessionEnded {
                         id: s.id,
                         token_hash: s.token_hash,
                     });
                     continue;
+                }
+                Role::Supervisor => {
+                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(d) = s.deadline {
+                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                    }
                 }
                 Role::Agent if !self.agents.contains_key(&s.user) => {
                     // The agent was removed from the configuration: the session ends.

@@ -1242,11 +1242,16 @@ fn supervisor_sessions_expire_after_twelve_hours() {
 fn sessions_of_agents_removed_from_the_configuration_end_at_boot() {
     let mut sim = Sim::new();
     let (_, _) = sim.online("carol");
+    sim.supervisor();
     let mut cfg = config();
     cfg.agents.retain(|a| a.id != "carol");
+    cfg.supervisors.clear();
     let restored = sim.restored();
     sim.core = Core::new(Arc::new(cfg), 9, sim.now);
     sim.core.restore(restored, sim.now);
     sim.flush();
-    assert!(sim.disk_sessions.values().all(|s| s.user != "carol"));
+    assert!(
+        sim.disk_sessions.is_empty(),
+        "both the agent's and the supervisor's sessions end"
+    );
 }
