@@ -4,8 +4,6 @@
 //! the latency of the requeue as the customer sees it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The shared harness waits on the real clock for socket events (never for deadlines).
-#[allow(clippy::disallowed_methods)]
 mod common;
 
 use common::{TestServer, Ws, close_code, next_json, send_json, test_config, wait_for};

@@ -3,8 +3,6 @@
 //! socket that stays open while the chat moves to another agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The shared harness waits on the real clock for socket events (never for deadlines).
-#[allow(clippy::disallowed_methods)]
 mod common;
 
 use common::{TestServer, Ws, next_json, send_json, test_config, wait_for};

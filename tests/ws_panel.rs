@@ -3,8 +3,6 @@
 //! too many sockets (4409) and shutdown (1001).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The shared harness waits on the real clock for socket events (never for deadlines).
-#[allow(clippy::disallowed_methods)]
 mod common;
 
 use common::{TestServer, close_code, next_json, send_json, test_config, wait_for};
