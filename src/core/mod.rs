@@ -644,6 +644,21 @@ impl Core {
         self.dirty_convs.insert(id);
     }
 
+    /// A message text, trimmed, non-empty and within `limits.max_message_chars`.
+    fn message_text(&self, text: &str) -> Result<String, Rejection> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Rejection::Invalid("text must not be empty".into()));
+        }
+        let max = self.cfg.limits.max_message_chars;
+        if text.chars().count() > max {
+            return Err(Rejection::TooLarge(format!(
+                "text is longer than {max} characters (limits.max_message_chars)"
+            )));
+        }
+        Ok(text.to_string())
+    }
+
     fn conv(&self, id: Uuid) -> Result<&Conversation, Rejection> {
         self.conversations
             .get(&id)
@@ -896,6 +911,10 @@ impl Core {
                         agent_name,
                     },
                 });
+            }
+            if self.threads.get(&t).is_some_and(|th| !th.rec.open) {
+                // The chat is over: its sockets close after the final status frame.
+                self.effects.push_back(Effect::CloseChat { thread: t });
             }
         }
         let agents = std::mem::take(&mut self.dirty_agents);
