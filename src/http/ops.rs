@@ -375,6 +375,69 @@ pub async fn backup(State(state): State<AppState>, Bearer(token): Bearer) -> Api
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::driver::{Clock, Driver};
+    use crate::http::router;
+    use crate::store::Store;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use std::net::SocketAddr;
+    use tower::ServiceExt;
+
+    /// A state with its driver, not yet running.
+    fn stopped() -> (AppState, Driver) {
+        let cfg = Arc::new(Config::default());
+        let store = Arc::new(Store::in_memory().unwrap());
+        let (driver, handle) =
+            Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
+        (AppState::new(handle, store, cfg), driver)
+    }
+
+    /// A state whose driver runs.
+    fn running() -> AppState {
+        let (state, driver) = stopped();
+        tokio::spawn(driver.run(std::future::pending::<()>()));
+        state
+    }
+
+    async fn get(state: AppState, uri: &str, from: &str) -> StatusCode {
+        let mut req = Request::get(uri).body(Body::empty()).unwrap();
+        let addr: SocketAddr = from.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        router(state).oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_to_loopback_clients_only() {
+        let s = running();
+        assert_eq!(
+            get(s.clone(), "/metrics", "127.0.0.1:5000").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(s.clone(), "/metrics", "[::1]:5000").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(s, "/metrics", "192.0.2.7:5000").await,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_fails_when_the_driver_does_not_answer_within_a_second() {
+        assert_eq!(
+            get(running(), "/readyz", "127.0.0.1:1").await,
+            StatusCode::OK
+        );
+        // A driver that is not running never answers (its queue stays open).
+        let (stuck, _driver) = stopped();
+        assert_eq!(
+            get(stuck.clone(), "/readyz", "127.0.0.1:1").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get(stuck, "/healthz", "127.0.0.1:1").await, StatusCode::OK);
+    }
 
     #[test]
     fn exposition_escapes_label_values() {
