@@ -10,6 +10,45 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+/// The configuration in force, replaceable at run time (SIGHUP reload). Readers that cache
+/// something derived from it compare [`SharedConfig::generation`].
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    current: Arc<std::sync::RwLock<Arc<Config>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedConfig {
+    pub fn new(cfg: Arc<Config>) -> SharedConfig {
+        SharedConfig {
+            current: Arc::new(std::sync::RwLock::new(cfg)),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Config> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new configuration (already validated).
+    pub fn set(&self, cfg: Arc<Config>) {
+        match self.current.write() {
+            Ok(mut c) => *c = cfg,
+            Err(p) => *p.into_inner() = cfg,
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bumped by every [`SharedConfig::set`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Sockets bound before the application starts.
 #[derive(Debug)]
 pub struct Listeners {
@@ -66,7 +105,7 @@ impl App {
     ) -> Result<App, AppError> {
         let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
         let (driver, handle) = Driver::start(cfg.clone(), store.clone(), clock, Some(outbound_tx))?;
-        let state = AppState::new(handle.clone(), store, cfg);
+        let state = AppState::new(handle.clone(), store, SharedConfig::new(cfg));
         Ok(App {
             handle,
             state,
@@ -115,7 +154,7 @@ impl App {
             tokio::spawn(crate::sip::serve(
                 sock,
                 handle.clone(),
-                state.config(),
+                state.shared_config(),
                 stopped(stop_rx.clone()),
             ))
         });

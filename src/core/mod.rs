@@ -176,6 +176,10 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// How long a supervisor session lasts (supervisors have no grace period: their token
+/// simply expires, and the Dashboard asks them to log in again).
+pub const SUPERVISOR_SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 const SIP_LOST_TEXT: &str =
     "Your phone lost its SIP registration: calling is disabled until it registers again.";
 
@@ -321,13 +325,28 @@ impl Core {
         }
         for mut s in state.sessions {
             match s.role {
+                Role::Supervisor if !self.supervisors.contains_key(&s.user) => {
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
+                }
                 Role::Supervisor => {
                     self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(d) = s.deadline {
+                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                    }
+                }
+                Role::Agent if !self.agents.contains_key(&s.user) => {
+                    // The agent was removed from the configuration: the session ends.
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
                 }
                 Role::Agent => {
-                    if !self.agents.contains_key(&s.user) {
-                        continue;
-                    }
                     if s.state == SessionState::Connected || s.deadline.is_none() {
                         s.state = SessionState::Disconnected;
                         s.disconnected_at = Some(now.ts());

@@ -1222,3 +1222,36 @@ fn agents_cannot_touch_other_agents_conversations() {
         Some(Rejection::Forbidden(_))
     ));
 }
+
+#[test]
+fn supervisor_sessions_expire_after_twelve_hours() {
+    let mut sim = Sim::new();
+    let sup = sim.supervisor();
+    assert!(sim.cmd(Command::Agents { token: sup }).is_ok());
+    sim.advance(SUPERVISOR_SESSION.as_millis() as u64 - 1);
+    assert!(sim.cmd(Command::Agents { token: sup }).is_ok());
+    sim.advance(1);
+    assert_eq!(
+        sim.cmd(Command::Agents { token: sup }).err(),
+        Some(Rejection::Unauthorized)
+    );
+    assert!(sim.disk_sessions.is_empty());
+}
+
+#[test]
+fn sessions_of_agents_removed_from_the_configuration_end_at_boot() {
+    let mut sim = Sim::new();
+    let (_, _) = sim.online("carol");
+    sim.supervisor();
+    let mut cfg = config();
+    cfg.agents.retain(|a| a.id != "carol");
+    cfg.supervisors.clear();
+    let restored = sim.restored();
+    sim.core = Core::new(Arc::new(cfg), 9, sim.now);
+    sim.core.restore(restored, sim.now);
+    sim.flush();
+    assert!(
+        sim.disk_sessions.is_empty(),
+        "both the agent's and the supervisor's sessions end"
+    );
+}

@@ -8,17 +8,18 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 
+use crate::app::SharedConfig;
 use crate::config::Config;
 use crate::driver::Handle;
 use crate::store::Store;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub handle: Handle,
     pub store: Arc<Store>,
-    config: Arc<RwLock<Arc<Config>>>,
+    config: SharedConfig,
 }
 
 impl std::fmt::Debug for AppState {
@@ -28,27 +29,22 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(handle: Handle, store: Arc<Store>, config: Arc<Config>) -> AppState {
+    pub fn new(handle: Handle, store: Arc<Store>, config: SharedConfig) -> AppState {
         AppState {
             handle,
             store,
-            config: Arc::new(RwLock::new(config)),
+            config,
         }
     }
 
     /// The configuration in force (it changes on reload).
     pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.config.get()
     }
 
-    pub fn set_config(&self, cfg: Arc<Config>) {
-        match self.config.write() {
-            Ok(mut c) => *c = cfg,
-            Err(p) => *p.into_inner() = cfg,
-        }
+    /// The replaceable configuration itself (for reloads and long-lived readers).
+    pub fn shared_config(&self) -> SharedConfig {
+        self.config.clone()
     }
 }
 

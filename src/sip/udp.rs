@@ -5,6 +5,7 @@
 
 use super::message::{ParseError, SipMessage, parse, response_to};
 use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
+use crate::app::SharedConfig;
 use crate::config::Config;
 use crate::core::{BindingUpdate, Command, Reply};
 use crate::driver::{CallError, Handle};
@@ -81,13 +82,15 @@ impl Throttle {
 pub async fn serve(
     sock: UdpSocket,
     handle: Handle,
-    cfg: Arc<Config>,
+    config: SharedConfig,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let cfg = config.get();
+    let mut generation = config.generation();
     let sock = Arc::new(sock);
     let secret: [u8; 32] = rand::random();
     let mut registrar = Registrar::new(registrar_config(&cfg), secret, credentials(&cfg));
-    let limit = cfg.sip.max_failed_auth_per_minute;
+    let mut limit = cfg.sip.max_failed_auth_per_minute;
     let mut throttle = Throttle::default();
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
@@ -104,6 +107,13 @@ pub async fn serve(
             },
         };
         METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
+        if config.generation() != generation {
+            // Reloaded: new agents and SIP passwords apply to the next request.
+            generation = config.generation();
+            let cfg = config.get();
+            registrar.set_credentials(credentials(&cfg));
+            limit = cfg.sip.max_failed_auth_per_minute;
+        }
         let req = match parse(&buf[..n]) {
             Ok(SipMessage::Request(r)) => r,
             Ok(SipMessage::Response(_)) => continue,
