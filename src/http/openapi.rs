@@ -1052,7 +1052,7 @@ mod tests {
         let (driver, handle) =
             Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
         tokio::spawn(driver.run(std::future::pending::<()>()));
-        AppState::new(handle, store, cfg)
+        AppState::new(handle, store, crate::app::SharedConfig::new(cfg))
     }
 
     #[test]

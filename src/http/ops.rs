@@ -390,7 +390,10 @@ mod tests {
         let store = Arc::new(Store::in_memory().unwrap());
         let (driver, handle) =
             Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
-        (AppState::new(handle, store, cfg), driver)
+        (
+            AppState::new(handle, store, crate::app::SharedConfig::new(cfg)),
+            driver,
+        )
     }
 
     /// A state whose driver runs.
