@@ -120,7 +120,7 @@ fn verify_password(phc: &str, password: &str) -> bool {
     }
 }
 
-/// `POST /api/v1/login` — checks `{username, password}` against the configured agents, then
+/// POST /api/v1/login — checks `{username, password}` against the configured agents, then
 /// supervisors, and opens (or takes over) the session: `{token, role, agent_id, session_id}`.
 /// Unknown users cost the same verification and get the same 401; limited per address.
 pub async fn login(
@@ -199,7 +199,7 @@ pub async fn login(
     }))))
 }
 
-/// `POST /api/v1/logout` — ends the caller's session (agents: refused with 409
+/// POST /api/v1/logout — ends the caller's session (agents: refused with 409
 /// `conversations_open` while voice or chat work is open).
 pub async fn logout(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     let reply = state.handle.call(Command::Logout { token }).await?;

@@ -48,7 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-/// `GET /api/v1/openapi.json` — this document.
+/// GET /api/v1/openapi.json — this document.
 pub async fn document() -> Response {
     Json(spec()).into_response()
 }

@@ -25,12 +25,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Chunk size of the backup download.
 const BACKUP_CHUNK: usize = 64 * 1024;
 
-/// `GET /healthz` — the process is up: `{"status": "ok"}`.
+/// GET /healthz — the process is up: `{"status": "ok"}`.
 pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz` — `200 {"status": "ready"}` when the driver answers within 1 s, else `503`.
+/// GET /readyz — `200 {"status": "ready"}` when the driver answers within 1 s, else `503`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, state.handle.inspect(|_| ())).await {
         Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
@@ -277,7 +277,7 @@ fn exposition(state: &AppState, guard: &Guard, counters: Counters, gauges: Gauge
     e.0
 }
 
-/// `GET /metrics` — Prometheus text exposition of every `switchboard_` counter and gauge;
+/// GET /metrics — Prometheus text exposition of every `switchboard_` counter and gauge;
 /// only for clients on a loopback address.
 pub async fn metrics(
     State(state): State<AppState>,
@@ -299,7 +299,7 @@ pub async fn metrics(
     Ok(resp)
 }
 
-/// `GET /api/v1/backup` — a consistent copy of the store as a redb file download
+/// GET /api/v1/backup — a consistent copy of the store as a redb file download
 /// (supervisors). Restore: stop the service, replace `<data_dir>/switchboard.redb` with it,
 /// start.
 pub async fn backup(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {

@@ -98,13 +98,13 @@ pub struct PickBody {
     conversation_id: Uuid,
 }
 
-/// `GET /api/v1/agent/state` — the agent snapshot (session, presence, capabilities, banners,
+/// GET /api/v1/agent/state — the agent snapshot (session, presence, capabilities, banners,
 /// conversations with transcripts, drafts).
 pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::AgentState { token }).await?))
 }
 
-/// `PUT /api/v1/agent/presence` — `{presence: ready|not_ready}`; answers `{presence}`.
+/// PUT /api/v1/agent/presence — `{presence: ready|not_ready}`; answers `{presence}`.
 pub async fn presence(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -120,7 +120,7 @@ pub async fn presence(
     Ok(Json(json!({ "presence": body.presence })).into_response())
 }
 
-/// `POST /api/v1/conversations/{id}/accept` — the agent it is offered to takes it.
+/// POST /api/v1/conversations/{id}/accept — the agent it is offered to takes it.
 pub async fn accept(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -133,7 +133,7 @@ pub async fn accept(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/reject` — the agent it is offered to declines it.
+/// POST /api/v1/conversations/{id}/reject — the agent it is offered to declines it.
 pub async fn reject(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -146,7 +146,7 @@ pub async fn reject(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/messages` — `{text}`: a chat message or email reply
+/// POST /api/v1/conversations/{id}/messages — `{text}`: a chat message or email reply
 /// from its agent.
 pub async fn message(
     State(state): State<AppState>,
@@ -164,7 +164,7 @@ pub async fn message(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `PUT /api/v1/conversations/{id}/draft` — `{script, memo}`: unsaved metadata, kept in the
+/// PUT /api/v1/conversations/{id}/draft — `{script, memo}`: unsaved metadata, kept in the
 /// session through a connection loss.
 pub async fn draft(
     State(state): State<AppState>,
@@ -181,7 +181,7 @@ pub async fn draft(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/metadata` — `{script, memo}`: saves the metadata into the
+/// POST /api/v1/conversations/{id}/metadata — `{script, memo}`: saves the metadata into the
 /// conversation (and clears the draft).
 pub async fn metadata(
     State(state): State<AppState>,
@@ -198,7 +198,7 @@ pub async fn metadata(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/end` — its agent ends it (`wrap_up`, `AgentEnded`).
+/// POST /api/v1/conversations/{id}/end — its agent ends it (`wrap_up`, `AgentEnded`).
 pub async fn end(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -211,7 +211,7 @@ pub async fn end(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/complete` — its agent completes the wrap-up (`handled`).
+/// POST /api/v1/conversations/{id}/complete — its agent completes the wrap-up (`handled`).
 pub async fn complete(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -224,7 +224,7 @@ pub async fn complete(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/transfer` — `{queue}` or `{agent}`; answers the new
+/// POST /api/v1/conversations/{id}/transfer — `{queue}` or `{agent}`; answers the new
 /// conversation of the group.
 pub async fn transfer(
     State(state): State<AppState>,
@@ -240,7 +240,7 @@ pub async fn transfer(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/consult` — `{agent}`; answers the consultation offered to
+/// POST /api/v1/conversations/{id}/consult — `{agent}`; answers the consultation offered to
 /// that agent.
 pub async fn consult(
     State(state): State<AppState>,
@@ -259,7 +259,7 @@ pub async fn consult(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/conversations/{id}/callback` — its last agent calls the customer back:
+/// POST /api/v1/conversations/{id}/callback — its last agent calls the customer back:
 /// `201` with the new outbound voice conversation.
 pub async fn callback(
     State(state): State<AppState>,
@@ -273,7 +273,7 @@ pub async fn callback(
     Ok(respond(StatusCode::CREATED, state.handle.call(cmd).await?))
 }
 
-/// `GET /api/v1/queues/{id}/conversations` — the waiting conversations, next first (member
+/// GET /api/v1/queues/{id}/conversations — the waiting conversations, next first (member
 /// agents and supervisors).
 pub async fn queue_conversations(
     State(state): State<AppState>,
@@ -284,7 +284,7 @@ pub async fn queue_conversations(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/queues/{id}/pick` — `{conversation_id}`: a member agent takes a waiting
+/// POST /api/v1/queues/{id}/pick — `{conversation_id}`: a member agent takes a waiting
 /// conversation (`in_process`, `picked`).
 pub async fn pick(
     State(state): State<AppState>,

@@ -28,7 +28,7 @@ pub struct StartBody {
     text: Option<String>,
 }
 
-/// `POST /api/v1/chats` — `{queue, name, text?}`: starts a web chat; `201` with
+/// POST /api/v1/chats — `{queue, name, text?}`: starts a web chat; `201` with
 /// `{conversation_id, group_id, token}` (the customer token for `/chat` and `/chat/ws`).
 pub async fn start(
     State(state): State<AppState>,
@@ -80,12 +80,12 @@ pub async fn start(
         .into_response())
 }
 
-/// `GET /api/v1/chat` — the customer's chat: transcript, status, queue position, agent name.
+/// GET /api/v1/chat — the customer's chat: transcript, status, queue position, agent name.
 pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::ChatState { token }).await?))
 }
 
-/// `POST /api/v1/chat/messages` — `{text}`: the customer writes.
+/// POST /api/v1/chat/messages — `{text}`: the customer writes.
 pub async fn message(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -99,7 +99,7 @@ pub async fn message(
         .await?))
 }
 
-/// `POST /api/v1/chat/end` — the customer leaves (`wrap_up`/`CustomerEnded` in process,
+/// POST /api/v1/chat/end — the customer leaves (`wrap_up`/`CustomerEnded` in process,
 /// `abandoned` before).
 pub async fn end(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state

@@ -63,7 +63,7 @@ fn sender(from: &str) -> ApiResult<String> {
     Ok(f.to_string())
 }
 
-/// `POST /api/v1/inbound/messages` — `{medium: sms|social, from, text, queue}`: appended to
+/// POST /api/v1/inbound/messages — `{medium: sms|social, from, text, queue}`: appended to
 /// the open thread of (`medium`, `from`), or a new chat conversation; `200` with it.
 pub async fn message(
     State(state): State<AppState>,
@@ -85,7 +85,7 @@ pub async fn message(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/inbound/emails` — `{from, subject, text, queue}`: a new email conversation;
+/// POST /api/v1/inbound/emails — `{from, subject, text, queue}`: a new email conversation;
 /// `201` with it. Subject and text together are limited to `limits.max_email_bytes`.
 pub async fn email(
     State(state): State<AppState>,
@@ -107,7 +107,7 @@ pub async fn email(
     Ok(respond(StatusCode::CREATED, state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/inbound/calls` — `{from, queue}`: a call waiting in a voice queue; `201` with
+/// POST /api/v1/inbound/calls — `{from, queue}`: a call waiting in a voice queue; `201` with
 /// the conversation (its `id` is what hangup takes).
 pub async fn call(
     State(state): State<AppState>,
@@ -121,7 +121,7 @@ pub async fn call(
     Ok(respond(StatusCode::CREATED, state.handle.call(cmd).await?))
 }
 
-/// `POST /api/v1/inbound/calls/{id}/hangup` — the caller hung up (`wrap_up`/`CustomerEnded`
+/// POST /api/v1/inbound/calls/{id}/hangup — the caller hung up (`wrap_up`/`CustomerEnded`
 /// in process, `abandoned` before); `200` with the conversation.
 pub async fn hangup(
     State(state): State<AppState>,

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
 
-/// `POST /api/v1/conversations/{id}/reassign` — `{queue}` or `{agent}`: a supervisor closes the
+/// POST /api/v1/conversations/{id}/reassign — `{queue}` or `{agent}`: a supervisor closes the
 /// conversation (`Reassigned`) and sends the work on; answers the new conversation.
 pub async fn reassign(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ async fn may_read_group(state: &AppState, reader: &Reader, group: uuid::Uuid) ->
     }
 }
 
-/// `GET /api/v1/conversations/{id}` — Conversation Details: every field, the `events`
+/// GET /api/v1/conversations/{id} — Conversation Details: every field, the `events`
 /// timeline and (chat, email) the transcript. Supervisors; agents for groups they worked in.
 pub async fn details(
     State(state): State<AppState>,
@@ -101,7 +101,7 @@ pub async fn details(
     Ok(Json(view).into_response())
 }
 
-/// `GET /api/v1/groups/{group_id}` — `{group_id, conversations}`: every conversation of the
+/// GET /api/v1/groups/{group_id} — `{group_id, conversations}`: every conversation of the
 /// group, oldest first. Same readers as the details.
 pub async fn group(
     State(state): State<AppState>,
@@ -200,7 +200,7 @@ fn query_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
         .collect()
 }
 
-/// `GET /api/v1/conversations?status=&queue=&agent=&channel=&limit=` — supervisors search
+/// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit= — supervisors search
 /// every stored conversation, newest first (`limit` default 100, at most 1000).
 pub async fn search(
     State(state): State<AppState>,
@@ -217,12 +217,12 @@ pub async fn search(
     Ok(Json(views).into_response())
 }
 
-/// `GET /api/v1/agents` — every agent: session, presence, capabilities, SIP, open work.
+/// GET /api/v1/agents — every agent: session, presence, capabilities, SIP, open work.
 pub async fn agents(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Agents { token }).await?))
 }
 
-/// `GET /api/v1/queues` — every queue: channel, waiting count, oldest arrival.
+/// GET /api/v1/queues — every queue: channel, waiting count, oldest arrival.
 pub async fn queues(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Queues { token }).await?))
 }
