@@ -389,25 +389,27 @@ async fn malformed_uuids_in_paths_are_400_invalid_request_not_404() {
 async fn oversized_bodies_are_413_payload_too_large() {
     let server = TestServer::start_with(relaxed()).await;
     let alice = server.token("alice").await;
-    let limit = server
-        .cfg
-        .limits
-        .max_body_bytes
-        .max(server.cfg.limits.max_email_bytes + 4096);
-    let huge = json!({"text": "a".repeat(limit + 1)}).to_string();
-    let email =
-        json!({"from": "a@b.c", "subject": "s", "text": "a".repeat(limit + 1), "queue": "mail"})
-            .to_string();
+    let limits = &server.cfg.limits;
+    // Every body is limited to max_body_bytes, except an inbound email's, which may carry
+    // max_email_bytes of subject and text.
+    let over = |n: usize| json!({"text": "a".repeat(n + 1)}).to_string();
+    let email_limit = limits.max_body_bytes.max(limits.max_email_bytes + 4096);
+    let email = json!({"from": "a@b.c", "subject": "s", "text": "a".repeat(email_limit + 1), "queue": "mail"})
+        .to_string();
     let conv = format!("/api/v1/conversations/{RANDOM_ID}/messages");
-    for (path, token, body) in [
-        ("/api/v1/login", None, &huge),
-        (conv.as_str(), Some(alice.as_str()), &huge),
-        ("/api/v1/chats", None, &huge),
-        ("/api/v1/inbound/emails", Some(API_KEY), &email),
+    let draft = format!("/api/v1/conversations/{RANDOM_ID}/draft");
+    let body = over(limits.max_body_bytes);
+    for (method, path, token, body) in [
+        ("POST", "/api/v1/login", None, &body),
+        ("POST", conv.as_str(), Some(alice.as_str()), &body),
+        ("PUT", draft.as_str(), Some(alice.as_str()), &body),
+        ("POST", "/api/v1/chats", None, &body),
+        ("POST", "/api/v1/inbound/messages", Some(API_KEY), &body),
+        ("POST", "/api/v1/inbound/emails", Some(API_KEY), &email),
     ] {
         expect(
             &server,
-            "POST",
+            method,
             path,
             token,
             Some(body.as_bytes()),

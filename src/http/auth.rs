@@ -4,7 +4,8 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, Bearer, ClientIp, new_token, token_hash};
+use super::extract::{Bearer, ClientIp, new_token, token_hash};
+use super::rest::Body;
 use crate::core::Command;
 use crate::core::Reply;
 use crate::core::model::Role;
@@ -127,10 +128,10 @@ pub async fn login(
     State(state): State<AppState>,
     Extension(guard): Extension<Arc<Guard>>,
     ClientIp(ip): ClientIp,
-    body: Result<ApiJson<LoginBody>, ApiError>,
+    body: Result<Body<LoginBody>, ApiError>,
 ) -> ApiResult<Response> {
     guard.check_login(&state, ip)?;
-    let ApiJson(LoginBody { username, password }) = body?;
+    let Body(LoginBody { username, password }) = body?;
     if username.chars().count() > MAX_CREDENTIAL_CHARS
         || password.chars().count() > MAX_CREDENTIAL_CHARS
     {

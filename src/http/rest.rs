@@ -11,11 +11,12 @@ mod supervisor;
 use super::AppState;
 use super::auth::{self, Guard};
 use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
 use super::{openapi, ops};
 use crate::core::Reply;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
@@ -96,6 +97,35 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// A JSON body of at most `limits.max_body_bytes` (413 `payload_too_large` beyond, whether
+/// announced by `Content-Length` or streamed); otherwise exactly [`ApiJson`]. The router's
+/// own limit is the larger one inbound emails need.
+#[derive(Debug, Clone)]
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.config().limits.max_body_bytes;
+        let too_large =
+            || ApiError::too_large("the request body is larger than limits.max_body_bytes");
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = req.into_parts();
+        let limited = axum::body::Body::new(http_body_util::Limited::new(body, max));
+        let ApiJson(v) =
+            ApiJson::<T>::from_request(Request::from_parts(parts, limited), state).await?;
+        Ok(Body(v))
+    }
+}
+
 /// A UUID path segment (`{id}`, `{group_id}`); anything else is a 400 `invalid_request`.
 #[derive(Debug, Clone, Copy)]
 pub struct IdPath(pub Uuid);
@@ -168,4 +198,44 @@ pub fn message_text(text: &str, max: usize, field: &str) -> ApiResult<String> {
         )));
     }
     Ok(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::SharedConfig;
+    use crate::config::Config;
+    use crate::driver::{Clock, Driver};
+    use crate::http::{AppState, router};
+    use crate::store::Store;
+    use axum::http::Request;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_streamed_body_over_max_body_bytes_is_413_without_content_length() {
+        let cfg = Arc::new(Config::default());
+        let max = cfg.limits.max_body_bytes;
+        let store = Arc::new(Store::in_memory().unwrap());
+        let (driver, handle) =
+            Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
+        tokio::spawn(driver.run(std::future::pending::<()>()));
+        let app = router(AppState::new(handle, store, SharedConfig::new(cfg)));
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+            Ok(br#"{"queue": "support", "name": ""#.to_vec()),
+            Ok(vec![b'a'; max]),
+            Ok(br#""}"#.to_vec()),
+        ];
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        let req = Request::post("/api/v1/chats")
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 413);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"], "payload_too_large");
+    }
 }

@@ -1,12 +1,12 @@
 //! HTTP adapter: the agent's REST routes (SPEC §7) — state, presence, the conversation
 //! actions, queue lists and manual picking. Ownership and state rules are the core's.
 
-use super::{IdPath, QueuePath, message_text, ok, respond};
+use super::{Body, IdPath, QueuePath, message_text, ok, respond};
 use crate::core::model::{Metadata, Presence};
 use crate::core::{Command, Target};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, Bearer};
+use crate::http::extract::Bearer;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -108,7 +108,7 @@ pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiR
 pub async fn presence(
     State(state): State<AppState>,
     Bearer(token): Bearer,
-    ApiJson(body): ApiJson<PresenceBody>,
+    Body(body): Body<PresenceBody>,
 ) -> ApiResult<Response> {
     state
         .handle
@@ -152,7 +152,7 @@ pub async fn message(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<TextBody>,
+    Body(body): Body<TextBody>,
 ) -> ApiResult<Response> {
     let max = state.config().limits.max_message_chars;
     let text = message_text(&body.text, max, "text")?;
@@ -170,7 +170,7 @@ pub async fn draft(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<MetadataBody>,
+    Body(body): Body<MetadataBody>,
 ) -> ApiResult<Response> {
     let draft = body.checked(state.config().limits.max_message_chars)?;
     let cmd = Command::SaveDraft {
@@ -187,7 +187,7 @@ pub async fn metadata(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<MetadataBody>,
+    Body(body): Body<MetadataBody>,
 ) -> ApiResult<Response> {
     let metadata = body.checked(state.config().limits.max_message_chars)?;
     let cmd = Command::SaveMetadata {
@@ -230,7 +230,7 @@ pub async fn transfer(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<TargetBody>,
+    Body(body): Body<TargetBody>,
 ) -> ApiResult<Response> {
     let cmd = Command::Transfer {
         token,
@@ -246,7 +246,7 @@ pub async fn consult(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<ConsultBody>,
+    Body(body): Body<ConsultBody>,
 ) -> ApiResult<Response> {
     if body.agent.trim().is_empty() {
         return Err(ApiError::invalid("agent must not be empty"));
@@ -290,7 +290,7 @@ pub async fn pick(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     QueuePath(queue): QueuePath,
-    ApiJson(body): ApiJson<PickBody>,
+    Body(body): Body<PickBody>,
 ) -> ApiResult<Response> {
     let cmd = Command::Pick {
         token,

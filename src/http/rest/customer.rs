@@ -2,12 +2,12 @@
 //! address), read it, send, leave. The customer token opens only its own thread.
 
 use super::agent::TextBody;
-use super::{message_text, ok, respond};
+use super::{Body, message_text, ok, respond};
 use crate::core::Command;
 use crate::http::AppState;
 use crate::http::auth::Guard;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, Bearer, ClientIp, new_token, token_hash};
+use crate::http::extract::{Bearer, ClientIp, new_token, token_hash};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,10 +34,10 @@ pub async fn start(
     State(state): State<AppState>,
     Extension(guard): Extension<Arc<Guard>>,
     ClientIp(ip): ClientIp,
-    body: Result<ApiJson<StartBody>, ApiError>,
+    body: Result<Body<StartBody>, ApiError>,
 ) -> ApiResult<Response> {
     guard.check_chat(&state, ip)?;
-    let ApiJson(body) = body?;
+    let Body(body) = body?;
     let name = body.name.trim().to_string();
     if name.is_empty() {
         return Err(ApiError::invalid("name must not be empty"));
@@ -89,7 +89,7 @@ pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiR
 pub async fn message(
     State(state): State<AppState>,
     Bearer(token): Bearer,
-    ApiJson(body): ApiJson<TextBody>,
+    Body(body): Body<TextBody>,
 ) -> ApiResult<Response> {
     let max = state.config().limits.max_message_chars;
     let text = message_text(&body.text, max, "text")?;

@@ -1,7 +1,7 @@
 //! HTTP adapter: the integration routes (SPEC §7), authenticated by an API key — inbound sms
 //! and social messages (threaded by medium and sender), emails, calls and hang-ups.
 
-use super::{IdPath, message_text, ok, respond};
+use super::{Body, IdPath, message_text, ok, respond};
 use crate::core::Command;
 use crate::core::model::Medium;
 use crate::http::AppState;
@@ -68,7 +68,7 @@ fn sender(from: &str) -> ApiResult<String> {
 pub async fn message(
     State(state): State<AppState>,
     _key: ApiKey,
-    ApiJson(body): ApiJson<MessageBody>,
+    Body(body): Body<MessageBody>,
 ) -> ApiResult<Response> {
     let max = state.config().limits.max_message_chars;
     let text = message_text(&body.text, max, "text")?;
@@ -86,7 +86,8 @@ pub async fn message(
 }
 
 /// POST /api/v1/inbound/emails — `{from, subject, text, queue}`: a new email conversation;
-/// `201` with it. Subject and text together are limited to `limits.max_email_bytes`.
+/// `201` with it. Subject and text together are limited to `limits.max_email_bytes` (the body
+/// may exceed `limits.max_body_bytes` by that much).
 pub async fn email(
     State(state): State<AppState>,
     _key: ApiKey,
@@ -112,7 +113,7 @@ pub async fn email(
 pub async fn call(
     State(state): State<AppState>,
     _key: ApiKey,
-    ApiJson(body): ApiJson<CallBody>,
+    Body(body): Body<CallBody>,
 ) -> ApiResult<Response> {
     let cmd = Command::InboundCall {
         from: sender(&body.from)?,

@@ -3,14 +3,14 @@
 //! committed before any reply); who may read it is decided here from the core's principal.
 
 use super::agent::TargetBody;
-use super::{IdPath, ok};
+use super::{Body, IdPath, ok};
 use crate::config::Channel;
 use crate::core::model::{Conversation, Status};
 use crate::core::view::{ConversationView, MessageView};
 use crate::core::{Command, Principal, Reply};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, Bearer};
+use crate::http::extract::Bearer;
 use crate::store::{SearchQuery, Store};
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -24,7 +24,7 @@ pub async fn reassign(
     State(state): State<AppState>,
     Bearer(token): Bearer,
     IdPath(conversation): IdPath,
-    ApiJson(body): ApiJson<TargetBody>,
+    Body(body): Body<TargetBody>,
 ) -> ApiResult<Response> {
     let cmd = Command::Reassign {
         token,
