@@ -1,7 +1,9 @@
 // A real network drop under the agent's panel (SPEC §2, §8): the panel's page talks to the
 // server through a TCP proxy that the test cuts and blocks. The panel shows that it is
 // reconnecting, retries by itself with backoff and, once the network is back, resumes the same
-// session with the chat and the customer's message sent meanwhile.
+// session with the chat and the customer's message sent meanwhile. A second drop outlasts the
+// grace period: the chat goes back to its queue and the panel, back online, ends on the login
+// page.
 // Uses its own queue (`billing`) and agent (`erin`).
 
 import { describe, test, before, after } from 'node:test';
@@ -90,15 +92,22 @@ describe('a network drop under the panel', () => {
     await chat.locator(`${tid('message')}[data-from="agent"]`, { hasText: 'Back now' }).waitFor();
   });
 
-  step('after the customer leaves the agent completes the chat and signs out', async () => {
+  step('a drop longer than the grace ends the session: back online, the panel goes to the login page', async () => {
+    proxy.block(true);
+    proxy.cut();
+    await panel.locator(tid('banner-reconnecting')).waitFor();
+    // The grace passes while the panel keeps retrying; the chat goes back to its queue.
+    await chat.locator(`${tid('queue-position')}[data-position="1"]`).waitFor({ timeout: env.graceMs + WAIT });
+    assert.equal((await erinOnServer()).session, null, 'the session ended on the server');
+    assert.equal(new URL(panel.url()).pathname, '/panel');
+    proxy.block(false);
+    // The next retry finds the token revoked.
+    await panel.waitForURL((u) => u.pathname === '/', { timeout: WAIT + 8000 });
+    await panel.locator(tid('login-message'), { hasText: 'grace period' }).waitFor();
+    assert.equal(await storedSession(panel), null);
+
     await chat.click(tid('chat-end'));
-    const c = card(panel, convId);
-    await panel.locator(`${tid(`conversation-${convId}`)}[data-status="wrap_up"]`).waitFor();
-    await c.locator(tid('complete')).click();
-    await c.waitFor({ state: 'detached' });
-    await panel.click(tid('logout'));
-    await panel.waitForURL((u) => u.pathname === '/');
-    assert.equal((await erinOnServer()).session, null);
+    await chat.locator(`${tid('chat-status')}[data-status="abandoned"]`).waitFor();
   });
 
   test('no page raised an uncaught script error', () => {
