@@ -1,12 +1,13 @@
 // The everyday paths around the seed story, in real browsers: sign-in errors, manual picking
 // from a queue, a customer reloading the chat, sign-out refused while work is open, a session
-// taken over by a second sign-in (close code 4001), and a customer leaving the chat.
+// taken over by a second sign-in (close code 4001), one panel tab too many (4409), and a
+// customer leaving the chat.
 // Uses its own queue (`sales`) and agent (`dave`) so that it cannot meet the other files' work.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  launch, person, tid, story, signIn, card, until,
+  launch, person, tid, screenshot, story, signIn, card, until,
 } from './lib/harness.mjs';
 
 describe('sessions and the customer chat', () => {
@@ -90,6 +91,29 @@ describe('sessions and the customer chat', () => {
     await second.locator(`${tid(`conversation-${convId}`)}[data-status="in_process"]`).waitFor();
     await panel.close();
     panel = second;
+  });
+
+  step('a panel tab beyond the per-session limit says so and gets in once another tab closes', async () => {
+    // limits.max_sockets_per_session = 4: the current panel plus three more tabs are accepted.
+    const extra = [];
+    for (let i = 0; i < 3; i += 1) {
+      const tab = await dave2.context.newPage();
+      await tab.goto('/panel');
+      await tab.locator(`${tid('session-state')}[data-state="connected"]`).waitFor();
+      extra.push(tab);
+    }
+    const fifth = await dave2.context.newPage();
+    await fifth.goto('/panel');
+    await fifth.locator(tid('banner-too-many-tabs')).waitFor();
+    assert.equal(await fifth.locator(tid('banner-reconnecting')).count(), 0);
+    await screenshot(fifth, '11-panel-too-many-tabs');
+
+    await extra.pop().close();
+    await fifth.locator(`${tid('banner-too-many-tabs')} ${tid('reconnect-now')}`).click();
+    await fifth.locator(`${tid('session-state')}[data-state="connected"]`).waitFor();
+    await fifth.locator(tid('banner-too-many-tabs')).waitFor({ state: 'detached' });
+    await card(fifth, convId).waitFor();
+    for (const tab of [...extra, fifth]) await tab.close();
   });
 
   step('a customer who leaves keeps the transcript and the page stops reconnecting', async () => {
