@@ -1095,6 +1095,11 @@ const sock = new LiveSocket({
     if (state.link === 'ended') return;
     state.link = 'down';
     state.downCode = code;
+    // The server counts a session without a panel socket as unable to work (voice calls
+    // drop, no offers): show every channel off and disable the call controls until the
+    // snapshot of the resumed session says otherwise.
+    state.capabilities = { voice: false, chat: false, email: false };
+    for (const v of views.values()) v.updateControls();
     renderTop();
     renderBanners();
   },
