@@ -63,7 +63,13 @@ describe('a network drop under the panel', () => {
     await panel.locator(tid('banner-reconnecting')).waitFor();
     await panel.locator(`${tid('session-state')}[data-state="reconnecting"]`).waitFor();
     await until(async () => (await erinOnServer()).session?.state === 'disconnected', { what: 'erin disconnected on the server' });
-    const s = (await erinOnServer()).session;
+    // Without a connection the agent can take no work: the panel shows no channel available.
+    const server = await erinOnServer();
+    assert.deepEqual(server.capabilities, { voice: false, chat: false, email: false });
+    for (const ch of ['voice', 'chat', 'email']) {
+      await panel.locator(`${tid(`capability-${ch}`)}[data-on="false"]`).waitFor();
+    }
+    const s = server.session;
     assert.equal(s.id, sessionId);
     assert.ok(Date.parse(s.deadline) - Date.parse(s.disconnected_at) === env.graceMs, 'deadline = loss + session_grace');
 
@@ -83,6 +89,7 @@ describe('a network drop under the panel', () => {
     await c.locator(`${tid('message')}[data-from="customer"]`, { hasText: 'Hello? Anyone?' }).waitFor();
     assert.equal(await c.getAttribute('data-status'), 'in_process');
     assert.equal(new URL(panel.url()).pathname, '/panel', 'never sent to the login page');
+    await panel.locator(`${tid('capability-chat')}[data-on="true"]`).waitFor();
     const s = (await erinOnServer()).session;
     assert.equal(s.state, 'connected');
     assert.equal(s.id, sessionId, 'the same session');
