@@ -819,6 +819,25 @@ impl Core {
         }
     }
 
+    /// The conversations offered to or held by `agent`.
+    fn held_by(&self, agent: &str) -> Vec<Uuid> {
+        self.agents
+            .get(agent)
+            .map(|a| a.assigned.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A call in process ends because the agent's side went away: wrap-up, blamed on the agent.
+    fn drop_call(&mut self, now: Now, id: Uuid, agent: &str, reason: DisconnectReason) {
+        self.counters.calls_dropped += 1;
+        self.close_segment(now, id, Status::WrapUp, reason);
+        let why = match reason {
+            DisconnectReason::SipRegistrationLost => "call dropped: SIP registration lost",
+            _ => "call dropped: agent connection lost",
+        };
+        self.event(now, id, EventKind::Ended, Some(agent), Some(why.into()));
+    }
+
     /// Number of conversations on `channel` offered to or held by `agent`.
     fn load(&self, agent: &AgentRt, channel: Channel) -> u32 {
         agent
