@@ -6,11 +6,13 @@
 //! - [`store`]: redb tables and the record codec;
 //! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
 //! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
-//! - [`app`]: wires listeners, store, driver and adapters together.
+//! - [`app`]: wires listeners, store, driver and adapters together;
+//! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
 
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod driver;
 pub mod http;
 pub mod outbound;
