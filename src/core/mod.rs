@@ -164,6 +164,8 @@ pub struct Core {
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
     counters: Counters,
+    /// Millisecond and counter of the last id made (ids sort in creation order).
+    last_id: (i64, u16),
 }
 
 impl std::fmt::Debug for Core {
@@ -175,6 +177,10 @@ impl std::fmt::Debug for Core {
             .finish()
     }
 }
+
+/// How long a supervisor session lasts (supervisors have no grace period: their token
+/// simply expires, and the Dashboard asks them to log in again).
+pub const SUPERVISOR_SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 const SIP_LOST_TEXT: &str =
     "Your phone lost its SIP registration: calling is disabled until it registers again.";
@@ -207,6 +213,7 @@ impl Core {
             dirty_queues: BTreeSet::new(),
             alloc_needed: false,
             counters: Counters::default(),
+            last_id: (i64::MIN, 0),
         };
         core.apply_config(&cfg, now);
         core
@@ -321,13 +328,28 @@ impl Core {
         }
         for mut s in state.sessions {
             match s.role {
+                Role::Supervisor if !self.supervisors.contains_key(&s.user) => {
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
+                }
                 Role::Supervisor => {
                     self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(d) = s.deadline {
+                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                    }
+                }
+                Role::Agent if !self.agents.contains_key(&s.user) => {
+                    // The agent was removed from the configuration: the session ends.
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
                 }
                 Role::Agent => {
-                    if !self.agents.contains_key(&s.user) {
-                        continue;
-                    }
                     if s.state == SessionState::Connected || s.deadline.is_none() {
                         s.state = SessionState::Disconnected;
                         s.disconnected_at = Some(now.ts());
@@ -380,8 +402,14 @@ impl Core {
 
     /// Applies one command at `now`.
     pub fn handle(&mut self, now: Now, cmd: Command) -> Result<Reply, Rejection> {
-        let result = self.dispatch(now, cmd);
+        let mut result = self.dispatch(now, cmd);
         self.finish_command(now);
+        // A reply shows the conversation as the whole command left it (allocation included).
+        if let Ok(Reply::Conversation(v)) = &mut result {
+            if let Some(c) = self.conversations.get(&v.id) {
+                **v = self.conversation_view(c, true);
+            }
+        }
         result
     }
 
@@ -609,10 +637,27 @@ impl Core {
 
     // ----- shared helpers used by the submodules -----
 
+    /// A UUID v7 that sorts after every id made before it (RFC 9562 §6.2 method 1: a 12-bit
+    /// counter in `rand_a` orders ids of the same millisecond).
     fn new_id(&mut self, now: Now) -> Uuid {
+        let (last_ms, last_seq) = self.last_id;
+        let mut ms = now.wall.max(0).max(last_ms);
+        let seq = if ms == last_ms {
+            if last_seq >= 0x0FFF {
+                ms += 1;
+                0
+            } else {
+                last_seq + 1
+            }
+        } else {
+            0
+        };
+        self.last_id = (ms, seq);
         let mut bytes = [0u8; 10];
-        self.rng.fill_bytes(&mut bytes);
-        uuid::Builder::from_unix_timestamp_millis(now.wall.max(0) as u64, &bytes).into_uuid()
+        self.rng.fill_bytes(&mut bytes[2..]);
+        bytes[0] = (seq >> 8) as u8 & 0x0F;
+        bytes[1] = (seq & 0xFF) as u8;
+        uuid::Builder::from_unix_timestamp_millis(ms as u64, &bytes).into_uuid()
     }
 
     /// Marks a conversation as about to change (call before mutating it).
@@ -623,6 +668,21 @@ impl Core {
             entry.insert(a);
         }
         self.dirty_convs.insert(id);
+    }
+
+    /// A message text, trimmed, non-empty and within `limits.max_message_chars`.
+    fn message_text(&self, text: &str) -> Result<String, Rejection> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Rejection::Invalid("text must not be empty".into()));
+        }
+        let max = self.cfg.limits.max_message_chars;
+        if text.chars().count() > max {
+            return Err(Rejection::TooLarge(format!(
+                "text is longer than {max} characters (limits.max_message_chars)"
+            )));
+        }
+        Ok(text.to_string())
     }
 
     fn conv(&self, id: Uuid) -> Result<&Conversation, Rejection> {
@@ -877,6 +937,10 @@ impl Core {
                         agent_name,
                     },
                 });
+            }
+            if self.threads.get(&t).is_some_and(|th| !th.rec.open) {
+                // The chat is over: its sockets close after the final status frame.
+                self.effects.push_back(Effect::CloseChat { thread: t });
             }
         }
         let agents = std::mem::take(&mut self.dirty_agents);
