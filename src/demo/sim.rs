@@ -990,7 +990,10 @@ impl Agent {
         let chats = self.work.values().filter(|w| held(w, true)).count();
         let calls = self.work.values().filter(|w| held(w, false)).count();
         let waited = self.ctx.now().saturating_sub(since);
-        let go = (chats > 0 && (calls > 0 || waited > 30_000)) || waited > 60_000;
+        // Ideally a chat and a call are held; the first loss waits less, so that the
+        // Dashboard shows its requeue about a minute after the demo starts.
+        let patience = if self.episodes == 0 { 12_000 } else { 45_000 };
+        let go = (chats > 0 && (calls > 0 || waited > patience)) || waited > 90_000;
         if !go {
             self.at(1_000, Action::MaybeLoseConnection { since });
             return Ok(());
@@ -1290,6 +1293,10 @@ async fn webchat_customer(ctx: Ctx, mut rng: StdRng) {
         Some(ctx.now()).filter(|_| matches!(snapshot.status, Status::InQueue | Status::Offered));
     let mut said = 0usize;
     let mut reply_at: Option<u64> = None;
+    // Agent messages received, and whether the latest message was the agent's (a system
+    // prompt such as "your agent is reconnecting" makes the customer wait, not leave).
+    let mut answers = 0usize;
+    let mut agent_present = false;
     let mut stop = ctx.stop.clone();
     loop {
         let give_up_at = waiting_since.map(|t| t + patience);
@@ -1323,10 +1330,16 @@ async fn webchat_customer(ctx: Ctx, mut rng: StdRng) {
                         }
                     }
                     Some("message") => {
-                        let from_agent =
-                            v.pointer("/message/from").and_then(Value::as_str) == Some("agent");
+                        let from = v.pointer("/message/from").and_then(Value::as_str);
+                        let from_agent = from == Some("agent");
                         let closing = v.pointer("/message/text").and_then(Value::as_str)
                             == Some(text::CHAT_CLOSING);
+                        match from {
+                            Some("agent") => agent_present = true,
+                            Some("system") => agent_present = false,
+                            _ => {}
+                        }
+                        answers += usize::from(from_agent);
                         if from_agent && !closing && reply_at.is_none() && said < follow_ups {
                             reply_at = Some(ctx.now() + random_ms(&mut rng, 5, 15));
                         }
@@ -1355,7 +1368,7 @@ async fn webchat_customer(ctx: Ctx, mut rng: StdRng) {
                             text: line.to_string(),
                         })
                         .await;
-                    if said >= follow_ups && says_bye {
+                    if said >= follow_ups && says_bye && agent_present && answers >= 2 {
                         let _ = ctx
                             .call(Command::CustomerMessage {
                                 token,
