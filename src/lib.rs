@@ -10,10 +10,12 @@
 //! - [`app`]: wires listeners, store, driver and adapters together;
 //! - [`service`]: the process under a service manager (systemd notify and watchdog, signals,
 //!   configuration reload).
+//! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
 
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod driver;
 pub mod http;
 pub mod outbound;

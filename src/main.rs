@@ -31,6 +31,9 @@ enum Cmd {
         /// The file to check.
         path: PathBuf,
     },
+    /// Run the offline demo: built-in configuration, temporary data directory, simulated
+    /// customers on every channel and simulated agents; prints the URL and the logins.
+    Demo(switchboard::demo::DemoArgs),
     /// Read a password on standard input and print its argon2id hash for config.toml.
     HashPassword,
     /// Write every stored conversation as JSON lines to standard output (server stopped).
@@ -67,6 +70,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::HashPassword => hash_password(),
+        Cmd::Demo(args) => {
+            init_logging(&Config::default());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(switchboard::demo::run(args.into(), shutdown_signal()))?)
+        }
         Cmd::Export { data_dir } => {
             let path = Store::file_in(&data_dir);
             anyhow::ensure!(
