@@ -1328,7 +1328,7 @@ mod tests {
         c.sip.enabled = false;
         c.log.format = LogFormat::Json;
         c.log.level = "info,switchboard::sip=debug".into();
-        c.outbound.sms = Some("https://sms.example.com/hook".into());
+        c.outbound.sms = Some("http://sms.example.com/hook".into());
         c.outbound.initial_backoff = Duration::from_millis(250);
         c.queues[0].offer_timeout = Some(Duration::from_millis(90_500));
         c.queues[0].not_ready_after_no_response = true;

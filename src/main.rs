@@ -75,7 +75,10 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            Ok(rt.block_on(switchboard::demo::run(args.into(), shutdown_signal()))?)
+            Ok(rt.block_on(switchboard::demo::run(
+                args.into(),
+                switchboard::service::shutdown_signal(),
+            ))?)
         }
         Cmd::Export { data_dir } => {
             let path = Store::file_in(&data_dir);

@@ -383,6 +383,23 @@ pub async fn run(app: App, config_path: Option<PathBuf>) -> Result<(), ServiceEr
     result.map_err(ServiceError::from)
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): for commands that run until stopped without the
+/// service plumbing (`switchboard demo`).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

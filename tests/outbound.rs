@@ -20,6 +20,9 @@ use switchboard::driver::{FrameRx, Outgoing};
 use switchboard::http::extract::token_hash;
 use tokio::sync::mpsc;
 
+/// What the receiver records: each request's JSON body and its Idempotency-Key.
+type Posts = mpsc::UnboundedSender<(Value, String)>;
+
 /// A webhook receiver on 127.0.0.1:0 answering with the status in `status`; every request
 /// body (with its Idempotency-Key) goes to the returned channel.
 async fn receiver(status: Arc<AtomicU16>) -> (String, mpsc::UnboundedReceiver<(Value, String)>) {
@@ -28,10 +31,7 @@ async fn receiver(status: Arc<AtomicU16>) -> (String, mpsc::UnboundedReceiver<(V
         .route(
             "/hook",
             post(
-                |State((status, tx)): State<(
-                    Arc<AtomicU16>,
-                    mpsc::UnboundedSender<(Value, String)>,
-                )>,
+                |State((status, tx)): State<(Arc<AtomicU16>, Posts)>,
                  headers: HeaderMap,
                  body: String| async move {
                     let key = headers
