@@ -1,0 +1,3 @@
+//! switchboard library
+
+pub mod wheel;
