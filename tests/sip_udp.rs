@@ -292,6 +292,32 @@ async fn register_is_challenged_then_accepted_listing_the_binding_with_its_expir
 }
 
 #[tokio::test]
+async fn a_retransmitted_request_gets_the_same_answer_again() {
+    let server = TestServer::start().await;
+    let before = METRICS.retransmissions.load(Ordering::Relaxed);
+    let mut uac = Uac::new(&server, "alice", "alice-sip").await;
+    let contact = format!("Contact: <{}>", uac.contact());
+
+    // The challenge is repeated, not renewed.
+    let unauthenticated = uac.request("REGISTER", std::slice::from_ref(&contact));
+    uac.send(unauthenticated.as_bytes()).await;
+    let challenge = uac.answer().await;
+    uac.send(unauthenticated.as_bytes()).await;
+    assert_eq!(uac.answer().await, challenge);
+
+    // A REGISTER whose 200 was lost is retransmitted with the same nonce count: it gets the
+    // same 200 again, not a stale challenge (the nonce count was already used).
+    let credentials = uac.authorization("REGISTER");
+    let authenticated = uac.request("REGISTER", &[contact, credentials]);
+    uac.send(authenticated.as_bytes()).await;
+    let ok = uac.answer().await;
+    assert_eq!(ok.code, 200);
+    uac.send(authenticated.as_bytes()).await;
+    assert_eq!(uac.answer().await, ok);
+    assert!(METRICS.retransmissions.load(Ordering::Relaxed) >= before + 2);
+}
+
+#[tokio::test]
 async fn refresh_renews_the_same_binding_with_the_nonce_already_received() {
     let server = TestServer::start().await;
     let mut uac = Uac::new(&server, "bob", "bob-sip").await;

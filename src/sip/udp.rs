@@ -1,19 +1,32 @@
 //! Adapter layer: the SIP registrar's UDP listener. Receive → parse → registrar (pure) →
 //! core (bindings, via the driver) → send. Garbage is dropped and counted; a source that
 //! keeps failing authentication is throttled. REGISTERs are committed concurrently so many
-//! phones share one store transaction.
+//! phones share one store transaction. A retransmitted request is absorbed by its server
+//! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
+//! first copy is still being committed, and never a second pass through the registrar.
 
-use super::message::{ParseError, SipMessage, parse, response_to};
+use super::message::{ParseError, Request, SipMessage, parse, parse_via, response_to, split_list};
 use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
 use crate::app::SharedConfig;
 use crate::config::Config;
 use crate::core::{BindingUpdate, Command, Reply};
 use crate::driver::{CallError, Handle};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+/// How long a server transaction absorbs retransmissions: Timer J, 64 × T1 for UDP.
+const TRANSACTION_LIFETIME_MS: u64 = 32_000;
+/// Most server transactions remembered at once; beyond it the oldest is forgotten first.
+const TRANSACTION_CAPACITY: usize = 32_768;
+/// Most authenticated REGISTERs waiting for the core at once. Beyond it a REGISTER is dropped
+/// unanswered (and counted): the phone retransmits it.
+const MAX_IN_FLIGHT: usize = 4_096;
+/// Datagrams read per wake-up before the listener checks for shutdown again.
+const RECV_BATCH: usize = 64;
 
 /// Counters of the SIP listener (for `/metrics`).
 #[derive(Debug, Default)]
@@ -25,6 +38,10 @@ pub struct SipMetrics {
     pub challenges: AtomicU64,
     pub auth_failures: AtomicU64,
     pub throttled: AtomicU64,
+    /// Retransmitted requests answered from their server transaction.
+    pub retransmissions: AtomicU64,
+    /// Authenticated REGISTERs dropped because too many were already waiting for the core.
+    pub overloaded: AtomicU64,
 }
 
 /// The process-wide SIP counters.
@@ -36,6 +53,8 @@ pub static METRICS: SipMetrics = SipMetrics {
     challenges: AtomicU64::new(0),
     auth_failures: AtomicU64::new(0),
     throttled: AtomicU64::new(0),
+    retransmissions: AtomicU64::new(0),
+    overloaded: AtomicU64::new(0),
 };
 
 /// The registrar settings from the configuration.
@@ -78,6 +97,132 @@ impl Throttle {
     }
 }
 
+/// Identifies a server transaction (RFC 3261 §17.2.3): the top Via's branch (with the magic
+/// cookie), the source it came from and the method.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TxKey {
+    source: SocketAddr,
+    branch: Box<str>,
+    method: Box<str>,
+}
+
+impl TxKey {
+    /// `None` for a request that cannot be matched (no RFC 3261 branch) or is an ACK.
+    fn of(req: &Request, source: SocketAddr) -> Option<TxKey> {
+        if req.method == "ACK" {
+            return None;
+        }
+        let top = split_list(req.header("Via")?).ok()?.into_iter().next()?;
+        let via = parse_via(top).ok()?;
+        let branch = via.param("branch")?;
+        branch.starts_with("z9hG4bK").then(|| TxKey {
+            source,
+            branch: branch.into(),
+            method: req.method.as_str().into(),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum TxState {
+    /// The request is being processed (an authenticated REGISTER waiting for its commit).
+    Proceeding,
+    /// The final response, as sent.
+    Completed(Arc<[u8]>),
+}
+
+/// What a request is, with respect to the transactions already seen.
+#[derive(Debug)]
+enum Seen {
+    New,
+    InProgress,
+    Answered(Arc<[u8]>),
+}
+
+/// Non-INVITE server transactions, oldest first, bounded in time and number.
+#[derive(Debug, Default)]
+struct Transactions {
+    /// key → (sequence number, state).
+    states: HashMap<TxKey, (u64, TxState)>,
+    /// (created at in monotonic ms, sequence number, key), in creation order.
+    order: VecDeque<(u64, u64, TxKey)>,
+    next_seq: u64,
+}
+
+impl Transactions {
+    /// Looks `key` up; a new one is recorded as proceeding.
+    fn begin(&mut self, now_mono: u64, key: &TxKey) -> Seen {
+        self.expire(now_mono);
+        match self.states.get(key) {
+            Some((_, TxState::Proceeding)) => Seen::InProgress,
+            Some((_, TxState::Completed(bytes))) => Seen::Answered(bytes.clone()),
+            None => {
+                while self.order.len() >= TRANSACTION_CAPACITY {
+                    self.forget_oldest();
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.states.insert(key.clone(), (seq, TxState::Proceeding));
+                self.order.push_back((now_mono, seq, key.clone()));
+                Seen::New
+            }
+        }
+    }
+
+    /// Records the final response of a transaction still remembered.
+    fn complete(&mut self, key: &TxKey, response: Arc<[u8]>) {
+        if let Some((_, state)) = self.states.get_mut(key) {
+            *state = TxState::Completed(response);
+        }
+    }
+
+    /// Forgets a transaction whose request was dropped unprocessed, so that its retransmission
+    /// is processed.
+    fn abandon(&mut self, key: &TxKey) {
+        if let Some((_, TxState::Proceeding)) = self.states.get(key) {
+            self.states.remove(key);
+        }
+    }
+
+    fn expire(&mut self, now_mono: u64) {
+        while let Some((at, _, _)) = self.order.front() {
+            if now_mono.saturating_sub(*at) < TRANSACTION_LIFETIME_MS {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    /// Drops the oldest entry; its state goes with it unless the key was abandoned and begun
+    /// again since (then the state belongs to the newer entry).
+    fn forget_oldest(&mut self) {
+        if let Some((_, seq, key)) = self.order.pop_front() {
+            if self.states.get(&key).is_some_and(|(s, _)| *s == seq) {
+                self.states.remove(&key);
+            }
+        }
+    }
+}
+
+type SharedTransactions = Arc<Mutex<Transactions>>;
+
+fn lock(t: &SharedTransactions) -> MutexGuard<'_, Transactions> {
+    t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The listener's state between datagrams.
+struct Listener {
+    sock: Arc<UdpSocket>,
+    handle: Handle,
+    config: SharedConfig,
+    generation: u64,
+    registrar: Registrar,
+    limit: u32,
+    throttle: Throttle,
+    transactions: SharedTransactions,
+    in_flight: Arc<Semaphore>,
+}
+
 /// Serves SIP on `sock` until `stop` resolves.
 pub async fn serve(
     sock: UdpSocket,
@@ -86,54 +231,111 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let cfg = config.get();
-    let mut generation = config.generation();
-    let sock = Arc::new(sock);
     let secret: [u8; 32] = rand::random();
-    let mut registrar = Registrar::new(registrar_config(&cfg), secret, credentials(&cfg));
-    let mut limit = cfg.sip.max_failed_auth_per_minute;
-    let mut throttle = Throttle::default();
+    let mut listener = Listener {
+        sock: Arc::new(sock),
+        handle,
+        generation: config.generation(),
+        registrar: Registrar::new(registrar_config(&cfg), secret, credentials(&cfg)),
+        limit: cfg.sip.max_failed_auth_per_minute,
+        config,
+        throttle: Throttle::default(),
+        transactions: SharedTransactions::default(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    };
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
     loop {
-        let (n, src) = tokio::select! {
+        let first = tokio::select! {
             _ = &mut stop => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems: keep going.
-                    tracing::debug!(error = %e, "sip recv error");
-                    continue;
-                }
-            },
+            r = listener.sock.recv_from(&mut buf) => r,
         };
-        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
-        if config.generation() != generation {
-            // Reloaded: new agents and SIP passwords apply to the next request.
-            generation = config.generation();
-            let cfg = config.get();
-            registrar.set_credentials(credentials(&cfg));
-            limit = cfg.sip.max_failed_auth_per_minute;
+        let mut next = Some(first);
+        let mut read = 0;
+        // Everything already queued on the socket, up to a batch, in this wake-up.
+        while let Some(received) = next.take() {
+            match received {
+                Ok((n, src)) => {
+                    listener
+                        .datagram(buf.get(..n).unwrap_or_default(), src)
+                        .await
+                }
+                // ICMP errors from earlier sends surface here on some systems: keep going.
+                Err(e) => tracing::debug!(error = %e, "sip recv error"),
+            }
+            read += 1;
+            if read < RECV_BATCH {
+                match listener.sock.try_recv_from(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    r => next = Some(r),
+                }
+            }
         }
-        let req = match parse(&buf[..n]) {
+    }
+}
+
+impl Listener {
+    async fn datagram(&mut self, bytes: &[u8], src: SocketAddr) {
+        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
+        if self.config.generation() != self.generation {
+            // Reloaded: new agents and SIP passwords apply to the next request.
+            self.generation = self.config.generation();
+            let cfg = self.config.get();
+            self.registrar.set_credentials(credentials(&cfg));
+            self.limit = cfg.sip.max_failed_auth_per_minute;
+        }
+        let req = match parse(bytes) {
             Ok(SipMessage::Request(r)) => r,
-            Ok(SipMessage::Response(_)) => continue,
+            Ok(SipMessage::Response(_)) => return,
             Err(ParseError::Empty) => {
                 METRICS.keepalives.fetch_add(1, Ordering::Relaxed);
-                continue;
+                return;
             }
             Err(e) => {
                 METRICS.garbage.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%src, error = %e, "dropped malformed SIP datagram");
-                continue;
+                return;
             }
         };
-        let now = handle.now().wall;
-        if throttle.blocked(now, src.ip(), limit) {
+        let now = self.handle.now();
+        if self.throttle.blocked(now.wall, src.ip(), self.limit) {
             METRICS.throttled.fetch_add(1, Ordering::Relaxed);
-            continue;
+            return;
+        }
+        let key = TxKey::of(&req, src);
+        if let Some(key) = &key {
+            let seen = lock(&self.transactions).begin(now.mono, key);
+            match seen {
+                Seen::New => {}
+                Seen::InProgress => {
+                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Seen::Answered(response) => {
+                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.sock.send_to(&response, src).await;
+                    return;
+                }
+            }
         }
         let had_credentials = req.header("Authorization").is_some();
-        match registrar.handle(now, &req, src) {
+        // An authenticated REGISTER will wait for the core: reserve its place first, so that
+        // under overload it is dropped before the registrar consumes its nonce count.
+        let permit = if had_credentials && req.method == "REGISTER" {
+            match self.in_flight.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    METRICS.overloaded.fetch_add(1, Ordering::Relaxed);
+                    if let Some(key) = &key {
+                        lock(&self.transactions).abandon(key);
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        match self.registrar.handle(now.wall, &req, src) {
             Outcome::NoReply => {}
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
@@ -143,10 +345,14 @@ pub async fn serve(
                         .is_some_and(|h| h.contains("stale=true"));
                     if had_credentials && !stale {
                         METRICS.auth_failures.fetch_add(1, Ordering::Relaxed);
-                        throttle.failed(src.ip());
+                        self.throttle.failed(src.ip());
                     }
                 }
-                let _ = sock.send_to(&resp.serialize(), src).await;
+                let bytes: Arc<[u8]> = resp.serialize().into();
+                if let Some(key) = &key {
+                    lock(&self.transactions).complete(key, bytes.clone());
+                }
+                let _ = self.sock.send_to(&bytes, src).await;
             }
             Outcome::Register(rr) => {
                 let update = match rr.change {
@@ -156,7 +362,8 @@ pub async fn serve(
                         list.into_iter().map(|c| (c.uri, c.expires_secs)).collect(),
                     ),
                 };
-                let (sock, handle) = (sock.clone(), handle.clone());
+                let (sock, handle) = (self.sock.clone(), self.handle.clone());
+                let transactions = self.transactions.clone();
                 tokio::spawn(async move {
                     let resp = match handle
                         .call(Command::SipRegister {
@@ -174,9 +381,68 @@ pub async fn serve(
                         }
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };
-                    let _ = sock.send_to(&resp.serialize(), src).await;
+                    drop(permit);
+                    let bytes: Arc<[u8]> = resp.serialize().into();
+                    if let Some(key) = &key {
+                        lock(&transactions).complete(key, bytes.clone());
+                    }
+                    let _ = sock.send_to(&bytes, src).await;
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(branch: &str) -> TxKey {
+        TxKey {
+            source: "192.0.2.1:5060".parse().unwrap(),
+            branch: branch.into(),
+            method: "REGISTER".into(),
+        }
+    }
+
+    #[test]
+    fn a_retransmission_is_in_progress_then_answered_with_the_same_bytes() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        assert!(matches!(t.begin(0, &k), Seen::New));
+        assert!(matches!(t.begin(500, &k), Seen::InProgress));
+        t.complete(&k, Arc::from(&b"SIP/2.0 200 OK"[..]));
+        match t.begin(1_500, &k) {
+            Seen::Answered(b) => assert_eq!(&b[..], b"SIP/2.0 200 OK"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.begin(0, &key("z9hG4bK2")), Seen::New));
+    }
+
+    #[test]
+    fn transactions_are_forgotten_after_timer_j_and_beyond_capacity() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        t.begin(0, &k);
+        t.complete(&k, Arc::from(&b"x"[..]));
+        assert!(matches!(t.begin(TRANSACTION_LIFETIME_MS, &k), Seen::New));
+        for i in 0..TRANSACTION_CAPACITY {
+            t.begin(TRANSACTION_LIFETIME_MS, &key(&format!("z9hG4bK-{i}")));
+        }
+        assert_eq!(t.states.len(), TRANSACTION_CAPACITY);
+        assert_eq!(t.order.len(), TRANSACTION_CAPACITY);
+        assert!(matches!(t.begin(TRANSACTION_LIFETIME_MS, &k), Seen::New));
+    }
+
+    #[test]
+    fn an_abandoned_request_is_processed_when_retransmitted() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        t.begin(0, &k);
+        t.abandon(&k);
+        assert!(matches!(t.begin(1, &k), Seen::New));
+        // The abandoned entry's expiry does not take the new one with it.
+        t.forget_oldest();
+        assert!(matches!(t.begin(2, &k), Seen::InProgress));
     }
 }
