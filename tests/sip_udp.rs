@@ -1,5 +1,9 @@
 //! Integration tests of the SIP registrar over real UDP (SPEC §6): a minimal user agent client
 //! built here talks to a TestServer's SIP socket; binding expiry runs on the manual clock.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+// The shared harness reads the tokio clock to bound its waits.
+#[allow(clippy::disallowed_methods)]
 mod common;
 
 use common::{START_WALL, TestServer};
@@ -113,27 +117,27 @@ impl Uac {
     /// The next response to this UAC's current CSeq, within `wait`.
     async fn answer_within(&mut self, wait: Duration) -> Option<Response> {
         let mut buf = vec![0u8; 65_536];
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let (n, _) = tokio::time::timeout(left, self.sock.recv_from(&mut buf))
-                .await
-                .ok()?
-                .expect("recv");
-            let Ok(SipMessage::Response(resp)) = parse(&buf[..n]) else {
-                panic!(
-                    "the server sent something that is not a SIP response: {:?}",
-                    String::from_utf8_lossy(&buf[..n])
-                );
-            };
-            let cseq = resp.header("CSeq").unwrap_or_default();
-            if cseq.starts_with(&format!("{} ", self.cseq)) {
-                if resp.code == 401 {
-                    self.remember_challenge(&resp);
+        let want = format!("{} ", self.cseq);
+        let resp = tokio::time::timeout(wait, async {
+            loop {
+                let (n, _) = self.sock.recv_from(&mut buf).await.expect("recv");
+                let Ok(SipMessage::Response(resp)) = parse(&buf[..n]) else {
+                    panic!(
+                        "the server sent something that is not a SIP response: {:?}",
+                        String::from_utf8_lossy(&buf[..n])
+                    );
+                };
+                if resp.header("CSeq").unwrap_or_default().starts_with(&want) {
+                    return resp;
                 }
-                return Some(resp);
             }
+        })
+        .await
+        .ok()?;
+        if resp.code == 401 {
+            self.remember_challenge(&resp);
         }
+        Some(resp)
     }
 
     async fn answer(&mut self) -> Response {
@@ -388,11 +392,15 @@ async fn wrong_password_gets_401_with_a_fresh_nonce_and_registers_nothing() {
     let before = METRICS.auth_failures.load(Ordering::Relaxed);
     let mut intruder = Uac::new(&server, "alice", "guessed").await;
     let contact = format!("Contact: <{}>", intruder.contact());
-    let first = intruder.call("REGISTER", &[contact.clone()]).await;
+    let first = intruder
+        .call("REGISTER", std::slice::from_ref(&contact))
+        .await;
     assert_eq!(first.code, 401);
     let first_nonce = intruder.challenge.clone().expect("nonce").0;
 
-    let refused = intruder.register_with_credentials(&[contact.clone()]).await;
+    let refused = intruder
+        .register_with_credentials(std::slice::from_ref(&contact))
+        .await;
     assert_eq!(refused.code, 401);
     let www = refused.header("WWW-Authenticate").expect("new challenge");
     assert_ne!(param(www, "nonce"), Some(first_nonce.as_str()));
