@@ -217,6 +217,9 @@ pub enum Rejection {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// A text over a configured size limit.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl Rejection {

@@ -90,17 +90,23 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         self.inbound_queue(&queue, Channel::Chat)?;
         let name = name.trim().to_string();
-        if name.is_empty() {
-            return Err(Rejection::Invalid("name must not be empty".into()));
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Rejection::Invalid(
+                "name must be 1 to 100 characters".into(),
+            ));
         }
+        let text = match text.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) => Some(self.message_text(t)?),
+        };
         let customer = Customer {
             name: name.clone(),
             address: name,
         };
         let (id, group_id, thread) =
             self.new_inbound(now, Medium::Webchat, queue, customer, None, Some(token));
-        if let (Some(t), Some(text)) = (thread, text.filter(|t| !t.trim().is_empty())) {
-            self.append_message(now, t, Sender::Customer, text.trim().to_string(), false);
+        if let (Some(t), Some(text)) = (thread, text) {
+            self.append_message(now, t, Sender::Customer, text, false);
         }
         Ok(Reply::ChatStarted {
             conversation_id: id,
@@ -246,10 +252,7 @@ impl Core {
         text: String,
     ) -> Result<Reply, Rejection> {
         let thread = self.thread_of(token)?;
-        let text = text.trim().to_string();
-        if text.is_empty() {
-            return Err(Rejection::Invalid("text must not be empty".into()));
-        }
+        let text = self.message_text(&text)?;
         if !self.threads.get(&thread).is_some_and(|t| t.rec.open) {
             return Err(Rejection::invalid_state("this chat has ended"));
         }
@@ -314,9 +317,9 @@ impl Core {
         if !matches!(medium, Medium::Sms | Medium::Social) {
             return Err(Rejection::Invalid("medium must be sms or social".into()));
         }
-        let text = text.trim().to_string();
-        if from.trim().is_empty() || text.is_empty() {
-            return Err(Rejection::Invalid("from and text must not be empty".into()));
+        let text = self.message_text(&text)?;
+        if from.trim().is_empty() {
+            return Err(Rejection::Invalid("from must not be empty".into()));
         }
         if let Some(&t) = self.open_threads.get(&(medium, from.clone())) {
             if self.threads.contains_key(&t) {
@@ -351,6 +354,12 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         if from.trim().is_empty() {
             return Err(Rejection::Invalid("from must not be empty".into()));
+        }
+        let max = self.cfg.limits.max_email_bytes;
+        if subject.len() + text.len() > max {
+            return Err(Rejection::TooLarge(format!(
+                "subject and text are larger than {max} bytes (limits.max_email_bytes)"
+            )));
         }
         self.inbound_queue(&queue, Channel::Email)?;
         let customer = Customer {

@@ -176,6 +176,10 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// How long a supervisor session lasts (supervisors have no grace period: their token
+/// simply expires, and the Dashboard asks them to log in again).
+pub const SUPERVISOR_SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 const SIP_LOST_TEXT: &str =
     "Your phone lost its SIP registration: calling is disabled until it registers again.";
 
@@ -321,13 +325,28 @@ impl Core {
         }
         for mut s in state.sessions {
             match s.role {
+                Role::Supervisor if !self.supervisors.contains_key(&s.user) => {
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
+                }
                 Role::Supervisor => {
                     self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(d) = s.deadline {
+                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                    }
+                }
+                Role::Agent if !self.agents.contains_key(&s.user) => {
+                    // The agent was removed from the configuration: the session ends.
+                    self.writes.push(Write::SessionEnded {
+                        id: s.id,
+                        token_hash: s.token_hash,
+                    });
+                    continue;
                 }
                 Role::Agent => {
-                    if !self.agents.contains_key(&s.user) {
-                        continue;
-                    }
                     if s.state == SessionState::Connected || s.deadline.is_none() {
                         s.state = SessionState::Disconnected;
                         s.disconnected_at = Some(now.ts());
@@ -625,6 +644,21 @@ impl Core {
         self.dirty_convs.insert(id);
     }
 
+    /// A message text, trimmed, non-empty and within `limits.max_message_chars`.
+    fn message_text(&self, text: &str) -> Result<String, Rejection> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Rejection::Invalid("text must not be empty".into()));
+        }
+        let max = self.cfg.limits.max_message_chars;
+        if text.chars().count() > max {
+            return Err(Rejection::TooLarge(format!(
+                "text is longer than {max} characters (limits.max_message_chars)"
+            )));
+        }
+        Ok(text.to_string())
+    }
+
     fn conv(&self, id: Uuid) -> Result<&Conversation, Rejection> {
         self.conversations
             .get(&id)
@@ -877,6 +911,10 @@ impl Core {
                         agent_name,
                     },
                 });
+            }
+            if self.threads.get(&t).is_some_and(|th| !th.rec.open) {
+                // The chat is over: its sockets close after the final status frame.
+                self.effects.push_back(Effect::CloseChat { thread: t });
             }
         }
         let agents = std::mem::take(&mut self.dirty_agents);

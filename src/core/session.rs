@@ -74,8 +74,12 @@ impl Core {
                 state: SessionState::Connected,
                 created_at: now.ts(),
                 disconnected_at: None,
-                deadline: None,
+                deadline: Some(now.ts().plus(SUPERVISOR_SESSION)),
             };
+            self.wheel.insert(
+                now.mono + SUPERVISOR_SESSION.as_millis() as u64,
+                Timer::Grace(id),
+            );
             self.writes.push(Write::Session(Box::new(rec.clone())));
             self.sessions.insert(
                 id,
@@ -183,6 +187,7 @@ impl Core {
     pub(super) fn logout(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
         match self.principal(token, now)? {
             Principal::Supervisor { session, .. } => {
+                self.wheel.cancel(&Timer::Grace(session));
                 if let Some(s) = self.sessions.remove(&session) {
                     self.tokens.remove(&s.rec.token_hash);
                     self.writes.push(Write::SessionEnded {
@@ -346,7 +351,17 @@ impl Core {
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
-        if s.rec.state != SessionState::Disconnected || s.rec.role != Role::Agent {
+        if s.rec.role == Role::Supervisor {
+            if let Some(s) = self.sessions.remove(&sid) {
+                self.tokens.remove(&s.rec.token_hash);
+                self.writes.push(Write::SessionEnded {
+                    id: sid,
+                    token_hash: s.rec.token_hash,
+                });
+            }
+            return;
+        }
+        if s.rec.state != SessionState::Disconnected {
             return;
         }
         let deadline = s.rec.deadline.unwrap_or(now.ts());

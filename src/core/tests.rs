@@ -1222,3 +1222,82 @@ fn agents_cannot_touch_other_agents_conversations() {
         Some(Rejection::Forbidden(_))
     ));
 }
+
+#[test]
+fn supervisor_sessions_expire_after_twelve_hours() {
+    let mut sim = Sim::new();
+    let sup = sim.supervisor();
+    assert!(sim.cmd(Command::Agents { token: sup }).is_ok());
+    sim.advance(SUPERVISOR_SESSION.as_millis() as u64 - 1);
+    assert!(sim.cmd(Command::Agents { token: sup }).is_ok());
+    sim.advance(1);
+    assert_eq!(
+        sim.cmd(Command::Agents { token: sup }).err(),
+        Some(Rejection::Unauthorized)
+    );
+    assert!(sim.disk_sessions.is_empty());
+}
+
+#[test]
+fn sessions_of_agents_removed_from_the_configuration_end_at_boot() {
+    let mut sim = Sim::new();
+    let (_, _) = sim.online("carol");
+    sim.supervisor();
+    let mut cfg = config();
+    cfg.agents.retain(|a| a.id != "carol");
+    cfg.supervisors.clear();
+    let restored = sim.restored();
+    sim.core = Core::new(Arc::new(cfg), 9, sim.now);
+    sim.core.restore(restored, sim.now);
+    sim.flush();
+    assert!(
+        sim.disk_sessions.is_empty(),
+        "both the agent's and the supervisor's sessions end"
+    );
+}
+
+#[test]
+fn messages_over_the_size_limit_are_refused_and_change_nothing() {
+    let mut sim = Sim::new();
+    let (_, ct) = sim.chat("support", "Dana");
+    let max = sim.core.config().limits.max_message_chars;
+    let long = "x".repeat(max + 1);
+    assert!(matches!(
+        sim.cmd(Command::CustomerMessage {
+            token: ct,
+            text: long.clone()
+        })
+        .err(),
+        Some(Rejection::TooLarge(_))
+    ));
+    assert!(matches!(
+        sim.cmd(Command::InboundMessage {
+            medium: Medium::Sms,
+            from: "+1".into(),
+            text: long,
+            queue: "support".into()
+        })
+        .err(),
+        Some(Rejection::TooLarge(_))
+    ));
+    assert_eq!(
+        sim.disk_messages.values().map(|m| m.len()).sum::<usize>(),
+        1,
+        "only the chat's first message exists"
+    );
+}
+
+#[test]
+fn a_chat_that_ends_closes_the_customer_socket_after_the_final_status() {
+    let mut sim = Sim::new();
+    let (chat, ct) = sim.chat("support", "Dana");
+    let thread = sim.conv(chat).thread.expect("thread");
+    sim.ok(Command::CustomerEnd { token: ct });
+    let pos_status = sim.effects.iter().rposition(|e| matches!(e, Effect::Chat { thread: t, event: ChatEvent::Status { status: Status::Abandoned, .. } } if *t == thread));
+    let pos_close = sim
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::CloseChat { thread: t } if *t == thread));
+    assert!(pos_status.is_some() && pos_close.is_some());
+    assert!(pos_status < pos_close);
+}

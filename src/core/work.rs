@@ -80,10 +80,7 @@ impl Core {
         text: String,
     ) -> Result<Reply, Rejection> {
         let (agent, _) = self.held(token, now, id, &[Status::InProcess])?;
-        let text = text.trim().to_string();
-        if text.is_empty() {
-            return Err(Rejection::Invalid("text must not be empty".into()));
-        }
+        let text = self.message_text(&text)?;
         let c = self.conv(id)?;
         let (medium, thread, to, subject) = (
             c.medium,

@@ -69,6 +69,7 @@ impl From<Rejection> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
             Rejection::Invalid(m) => ApiError::invalid(m),
+            Rejection::TooLarge(m) => ApiError::too_large(m),
         }
     }
 }

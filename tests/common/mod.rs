@@ -1,7 +1,12 @@
 //! Test harness: a real switchboard on 127.0.0.1 port 0 with a temporary data directory and
 //! a manual clock (deadlines are passed with `advance`, never by sleeping), restartable on the
 //! same data directory; plus HTTP and WebSocket client helpers.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default
+)]
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -259,21 +264,20 @@ pub async fn next_json(ws: &mut Ws) -> Value {
 
 /// Frames until one matches `pred` (returns it); panics after 5 s.
 pub async fn wait_for(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let msg = tokio::time::timeout(left, ws.next())
-            .await
-            .expect("expected frame within 5 s")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).expect("json frame");
-            if pred(&v) {
-                return v;
+    let search = async {
+        loop {
+            let msg = ws.next().await.expect("socket open").expect("frame");
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).expect("json frame");
+                if pred(&v) {
+                    return v;
+                }
             }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(5), search)
+        .await
+        .expect("expected frame within 5 s")
 }
 
 /// The close code the server sends next (skipping other frames); panics after 5 s.
