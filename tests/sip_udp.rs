@@ -2,8 +2,6 @@
 //! built here talks to a TestServer's SIP socket; binding expiry runs on the manual clock.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-// The shared harness reads the tokio clock to bound its waits.
-#[allow(clippy::disallowed_methods)]
 mod common;
 
 use common::{START_WALL, TestServer};
