@@ -103,7 +103,7 @@ run_load() {
     c0=$(cpu_ticks "$@")
     t0=$(now_s)
     sipp "127.0.0.1:$port" "${common[@]}" -m 100000000 -trace_stat -stf "$WORK/$name.stat.csv" \
-        -fd 60 </dev/null >"$WORK/$name.run.log" 2>&1 &
+        -fd 60 -trace_err -error_file "$WORK/$name.errors.log" </dev/null >"$WORK/$name.run.log" 2>&1 &
     local sp=$!
     sleep "$DURATION"
     kill -USR1 "$sp" 2>/dev/null || true
@@ -128,6 +128,11 @@ run_load() {
                 (ok > 0 ? cpu * 1000 / ok : 0)
         }' >>"$WORK/results.md"
     tail -n 1 "$WORK/results.md"
+    if [[ -s "$WORK/$name.errors.log" ]]; then
+        echo "$name: sipp errors (first lines; full log kept as ${KEEP:-\$KEEP}/$name.errors.log):"
+        grep -E 'Aborting|unexpected|timeout|Dead call' "$WORK/$name.errors.log" | cut -c1-220 | head -n 5 || true
+        [[ -n "${KEEP:-}" ]] && cp "$WORK/$name.errors.log" "$KEEP/"
+    fi
 }
 
 # --- switchboard
