@@ -5,13 +5,14 @@
 //! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
 //! first copy is still being committed, and never a second pass through the registrar.
 
-use super::message::{ParseError, Request, SipMessage, parse, parse_via, response_to, split_list};
+use super::message::{ParseError, Request, SipMessage, parse, response_to};
 use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
 use crate::app::SharedConfig;
 use crate::config::Config;
 use crate::core::{BindingUpdate, Command, Reply};
 use crate::driver::{CallError, Handle};
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,30 +98,52 @@ impl Throttle {
     }
 }
 
-/// Identifies a server transaction (RFC 3261 §17.2.3): the top Via's branch (with the magic
-/// cookie), the source it came from and the method.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TxKey {
-    source: SocketAddr,
-    branch: Box<str>,
-    method: Box<str>,
+/// Identifies a server transaction (RFC 3261 §17.2.3: the top Via's branch with the magic
+/// cookie, the source it came from and the method) as a 128-bit keyed hash: fixed size, no
+/// allocation per request. The keys are random per process, so a collision cannot be aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TxKey(u128);
+
+/// Makes [`TxKey`]s.
+#[derive(Debug, Default)]
+struct TxKeys {
+    high: RandomState,
+    low: RandomState,
 }
 
-impl TxKey {
+impl TxKeys {
     /// `None` for a request that cannot be matched (no RFC 3261 branch) or is an ACK.
-    fn of(req: &Request, source: SocketAddr) -> Option<TxKey> {
+    fn of(&self, req: &Request, source: SocketAddr) -> Option<TxKey> {
         if req.method == "ACK" {
             return None;
         }
-        let top = split_list(req.header("Via")?).ok()?.into_iter().next()?;
-        let via = parse_via(top).ok()?;
-        let branch = via.param("branch")?;
-        branch.starts_with("z9hG4bK").then(|| TxKey {
-            source,
-            branch: branch.into(),
-            method: req.method.as_str().into(),
-        })
+        let branch = top_branch(req.header("Via")?)?;
+        if !branch.starts_with("z9hG4bK") {
+            return None;
+        }
+        let hash = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            source.hash(&mut h);
+            branch.hash(&mut h);
+            req.method.hash(&mut h);
+            h.finish()
+        };
+        Some(TxKey(
+            (u128::from(hash(&self.high)) << 64) | u128::from(hash(&self.low)),
+        ))
     }
+}
+
+/// The `branch` parameter of the first via-parm of a Via header value. A quoted comma before
+/// it hides it: the request is then simply not matched to a transaction.
+fn top_branch(via: &str) -> Option<&str> {
+    let first = via.split(',').next()?;
+    first.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then(|| value.trim())
+    })
 }
 
 #[derive(Debug)]
@@ -128,7 +151,7 @@ enum TxState {
     /// The request is being processed (an authenticated REGISTER waiting for its commit).
     Proceeding,
     /// The final response, as sent.
-    Completed(Arc<[u8]>),
+    Completed(Vec<u8>),
 }
 
 /// What a request is, with respect to the transactions already seen.
@@ -136,7 +159,7 @@ enum TxState {
 enum Seen {
     New,
     InProgress,
-    Answered(Arc<[u8]>),
+    Answered(Vec<u8>),
 }
 
 /// Non-INVITE server transactions, oldest first, bounded in time and number.
@@ -162,15 +185,15 @@ impl Transactions {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.states.insert(key.clone(), (seq, TxState::Proceeding));
-                self.order.push_back((now_mono, seq, key.clone()));
+                self.states.insert(*key, (seq, TxState::Proceeding));
+                self.order.push_back((now_mono, seq, *key));
                 Seen::New
             }
         }
     }
 
     /// Records the final response of a transaction still remembered.
-    fn complete(&mut self, key: &TxKey, response: Arc<[u8]>) {
+    fn complete(&mut self, key: &TxKey, response: Vec<u8>) {
         if let Some((_, state)) = self.states.get_mut(key) {
             *state = TxState::Completed(response);
         }
@@ -220,6 +243,7 @@ struct Listener {
     limit: u32,
     throttle: Throttle,
     transactions: SharedTransactions,
+    keys: TxKeys,
     in_flight: Arc<Semaphore>,
 }
 
@@ -241,6 +265,7 @@ pub async fn serve(
         config,
         throttle: Throttle::default(),
         transactions: SharedTransactions::default(),
+        keys: TxKeys::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
     let mut buf = vec![0u8; 65_536];
@@ -302,7 +327,7 @@ impl Listener {
             METRICS.throttled.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let key = TxKey::of(&req, src);
+        let key = self.keys.of(&req, src);
         if let Some(key) = &key {
             let seen = lock(&self.transactions).begin(now.mono, key);
             match seen {
@@ -348,11 +373,11 @@ impl Listener {
                         self.throttle.failed(src.ip());
                     }
                 }
-                let bytes: Arc<[u8]> = resp.serialize().into();
-                if let Some(key) = &key {
-                    lock(&self.transactions).complete(key, bytes.clone());
-                }
+                let bytes = resp.serialize();
                 let _ = self.sock.send_to(&bytes, src).await;
+                if let Some(key) = &key {
+                    lock(&self.transactions).complete(key, bytes);
+                }
             }
             Outcome::Register(rr) => {
                 let update = match rr.change {
@@ -382,11 +407,11 @@ impl Listener {
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };
                     drop(permit);
-                    let bytes: Arc<[u8]> = resp.serialize().into();
-                    if let Some(key) = &key {
-                        lock(&transactions).complete(key, bytes.clone());
-                    }
+                    let bytes = resp.serialize();
                     let _ = sock.send_to(&bytes, src).await;
+                    if let Some(key) = &key {
+                        lock(&transactions).complete(key, bytes);
+                    }
                 });
             }
         }
@@ -398,11 +423,19 @@ mod tests {
     use super::*;
 
     fn key(branch: &str) -> TxKey {
-        TxKey {
-            source: "192.0.2.1:5060".parse().unwrap(),
-            branch: branch.into(),
-            method: "REGISTER".into(),
-        }
+        let text = format!(
+            "REGISTER sip:sb SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\n\
+             From: <sip:a@sb>;tag=1\r\nTo: <sip:a@sb>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n"
+        );
+        let Ok(SipMessage::Request(req)) = parse(text.as_bytes()) else {
+            panic!("request");
+        };
+        KEYS.with(|k| k.of(&req, "192.0.2.1:5060".parse().unwrap()))
+            .expect("matchable")
+    }
+
+    thread_local! {
+        static KEYS: TxKeys = TxKeys::default();
     }
 
     #[test]
@@ -411,7 +444,7 @@ mod tests {
         let k = key("z9hG4bK1");
         assert!(matches!(t.begin(0, &k), Seen::New));
         assert!(matches!(t.begin(500, &k), Seen::InProgress));
-        t.complete(&k, Arc::from(&b"SIP/2.0 200 OK"[..]));
+        t.complete(&k, b"SIP/2.0 200 OK".to_vec());
         match t.begin(1_500, &k) {
             Seen::Answered(b) => assert_eq!(&b[..], b"SIP/2.0 200 OK"),
             other => panic!("{other:?}"),
@@ -424,7 +457,7 @@ mod tests {
         let mut t = Transactions::default();
         let k = key("z9hG4bK1");
         t.begin(0, &k);
-        t.complete(&k, Arc::from(&b"x"[..]));
+        t.complete(&k, b"x".to_vec());
         assert!(matches!(t.begin(TRANSACTION_LIFETIME_MS, &k), Seen::New));
         for i in 0..TRANSACTION_CAPACITY {
             t.begin(TRANSACTION_LIFETIME_MS, &key(&format!("z9hG4bK-{i}")));
@@ -444,5 +477,34 @@ mod tests {
         // The abandoned entry's expiry does not take the new one with it.
         t.forget_oldest();
         assert!(matches!(t.begin(2, &k), Seen::InProgress));
+    }
+
+    #[test]
+    fn the_key_depends_on_branch_source_and_method_only() {
+        let keys = TxKeys::default();
+        let req = |method: &str, via: &str, call_id: &str| {
+            let text = format!(
+                "{method} sip:sb SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@sb>;tag=1\r\n\
+                 To: <sip:a@sb>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\r\n"
+            );
+            match parse(text.as_bytes()) {
+                Ok(SipMessage::Request(r)) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:5061".parse().unwrap();
+        let via = "SIP/2.0/UDP h;rport;BRANCH=z9hG4bKx, SIP/2.0/UDP p;branch=z9hG4bKy";
+        let k = keys.of(&req("REGISTER", via, "1"), a);
+        assert!(k.is_some());
+        assert_eq!(k, keys.of(&req("REGISTER", via, "2"), a));
+        assert_ne!(k, keys.of(&req("REGISTER", via, "1"), b));
+        assert_ne!(k, keys.of(&req("OPTIONS", via, "1"), a));
+        let other = "SIP/2.0/UDP h;branch=z9hG4bKz";
+        assert_ne!(k, keys.of(&req("REGISTER", other, "1"), a));
+        // No magic cookie, or an ACK: not matched.
+        let old = "SIP/2.0/UDP h;branch=1234";
+        assert_eq!(keys.of(&req("REGISTER", old, "1"), a), None);
+        assert_eq!(keys.of(&req("ACK", via, "1"), a), None);
     }
 }
