@@ -131,7 +131,9 @@ run_load() {
     if [[ -s "$WORK/$name.errors.log" ]]; then
         echo "$name: sipp errors (first lines; full log kept as ${KEEP:-\$KEEP}/$name.errors.log):"
         grep -E 'Aborting|unexpected|timeout|Dead call' "$WORK/$name.errors.log" | cut -c1-220 | head -n 5 || true
-        [[ -n "${KEEP:-}" ]] && cp "$WORK/$name.errors.log" "$KEEP/"
+        if [[ -n "${KEEP:-}" ]]; then
+            cp "$WORK/$name.errors.log" "$KEEP/"
+        fi
     fi
 }
 
