@@ -199,6 +199,8 @@ log_stderror=yes
 fork=yes
 children=2
 auto_aliases=no
+# The same 4 MiB receive buffer switchboard asks for (Kamailio probes up to this size).
+maxbuffer=4194304
 listen=udp:127.0.0.1:$KPORT
 mpath="$MPATH/"
 loadmodule "db_text.so"
