@@ -49,7 +49,7 @@ trap cleanup EXIT
 
 free_port() {
     local used port
-    used=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -u)
+    used=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -u || true)
     for _ in $(seq 1 100); do
         port=$((20000 + RANDOM % 40000))
         if ! grep -qx "$port" <<<"$used"; then

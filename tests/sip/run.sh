@@ -51,7 +51,7 @@ trap cleanup EXIT
 # A port in 20000..59999 that nothing listens on (TCP or UDP) right now.
 free_port() {
     local used port
-    used=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -u)
+    used=$(ss -Hlntu 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -u || true)
     for _ in $(seq 1 100); do
         port=$((20000 + RANDOM % 40000))
         if ! grep -qx "$port" <<<"$used"; then
