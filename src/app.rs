@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::driver::{Clock, Driver, Handle};
 use crate::http::{AppState, router};
 use crate::store::Store;
+use crate::tls::TlsSettings;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
@@ -75,6 +76,7 @@ pub struct App {
     pub state: AppState,
     driver: Driver,
     listeners: Listeners,
+    tls: Option<TlsSettings>,
     outbound_rx: tokio::sync::mpsc::UnboundedReceiver<crate::core::model::OutboxItem>,
 }
 
@@ -82,6 +84,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("listeners", &self.listeners)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -93,16 +96,20 @@ pub enum AppError {
     Driver(#[from] crate::driver::DriverError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl App {
-    /// Loads the store's state into a new core (applying the restart rule).
+    /// Loads the store's state into a new core (applying the restart rule), and the TLS
+    /// certificate when `[server.tls]` is set (the HTTP listener then serves HTTPS).
     pub fn build(
         cfg: Arc<Config>,
         listeners: Listeners,
         store: Arc<Store>,
         clock: Clock,
     ) -> Result<App, AppError> {
+        let tls = cfg.server.tls.as_ref().map(TlsSettings::load).transpose()?;
         let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
         let (driver, handle) = Driver::start(cfg.clone(), store.clone(), clock, Some(outbound_tx))?;
         let state = AppState::new(handle.clone(), store, SharedConfig::new(cfg));
@@ -111,8 +118,14 @@ impl App {
             state,
             driver,
             listeners,
+            tls,
             outbound_rx,
         })
+    }
+
+    /// The TLS settings when the HTTP listener serves HTTPS (reloadable: certificate renewal).
+    pub fn tls(&self) -> Option<TlsSettings> {
+        self.tls.clone()
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -137,6 +150,7 @@ impl App {
             state,
             driver,
             listeners,
+            tls,
             outbound_rx,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,10 +172,27 @@ impl App {
                 stopped(stop_rx.clone()),
             ))
         });
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server =
-            axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let server_task = tokio::spawn(async move { server.await });
+        let app = router(state);
+        let server_task = match tls {
+            Some(tls) => tokio::spawn(crate::tls::serve(
+                listeners.http,
+                tls,
+                app,
+                stopped(stop_rx.clone()),
+            )),
+            None => {
+                let server = axum::serve(
+                    listeners.http,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+                tokio::spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::warn!(error = %e, "HTTP server ended with an error");
+                    }
+                })
+            }
+        };
         shutdown.await;
         let _ = stop_tx.send(true);
         let driver_result = driver_task.await;

@@ -6,14 +6,21 @@
 //! - [`store`]: redb tables and the record codec;
 //! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
 //! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
-//! - [`app`]: wires listeners, store, driver and adapters together.
+//! - adapters: [`tls`] (HTTPS on the HTTP listener);
+//! - [`app`]: wires listeners, store, driver and adapters together;
+//! - [`service`]: the process under a service manager (systemd notify and watchdog, signals,
+//!   configuration reload).
+//! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
 
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod driver;
 pub mod http;
 pub mod outbound;
+pub mod service;
 pub mod sip;
 pub mod store;
+pub mod tls;
 pub mod wheel;

@@ -31,6 +31,9 @@ enum Cmd {
         /// The file to check.
         path: PathBuf,
     },
+    /// Run the offline demo: built-in configuration, temporary data directory, simulated
+    /// customers on every channel and simulated agents; prints the URL and the logins.
+    Demo(switchboard::demo::DemoArgs),
     /// Read a password on standard input and print its argon2id hash for config.toml.
     HashPassword,
     /// Write every stored conversation as JSON lines to standard output (server stopped).
@@ -59,7 +62,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            serve(cfg)
+            serve(cfg, cli.config)
         }
         Cmd::CheckConfig { path } => {
             Config::load(&path)?;
@@ -67,9 +70,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::HashPassword => hash_password(),
+        Cmd::Demo(args) => {
+            init_logging(&Config::default());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(switchboard::demo::run(
+                args.into(),
+                switchboard::service::shutdown_signal(),
+            ))?)
+        }
         Cmd::Export { data_dir } => {
-            let store = Store::open(&data_dir.join("switchboard.redb"))
-                .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+            let path = Store::file_in(&data_dir);
+            anyhow::ensure!(
+                path.is_file(),
+                "no store at {} (is --data-dir the server's data_dir?)",
+                path.display()
+            );
+            let store = open_store(&path)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let n = store.export_jsonl(&mut out)?;
@@ -81,20 +99,41 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn init_logging(cfg: &Config) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let under_journald = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match (cfg.log.format, under_journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
+        // journald stamps every line itself.
         (LogFormat::Human, true) => builder.without_time().try_init(),
         (LogFormat::Human, false) => builder.try_init(),
     };
 }
 
-fn serve(cfg: Config) -> Result<()> {
+/// Whether standard error is the journal: `$JOURNAL_STREAM` (`device:inode`, set by systemd)
+/// names the file standard error is (a child that inherited the variable may have another).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let stream = stream.to_string_lossy();
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(m) => dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()),
+        // No /proc: trust the variable.
+        Err(_) => true,
+    }
+}
+
+fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<()> {
     init_logging(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,39 +142,33 @@ fn serve(cfg: Config) -> Result<()> {
         let cfg = Arc::new(cfg);
         std::fs::create_dir_all(&cfg.server.data_dir)
             .with_context(|| format!("creating data_dir {}", cfg.server.data_dir.display()))?;
-        let store = Arc::new(Store::open(&cfg.server.data_dir.join("switchboard.redb"))?);
+        let store_path = Store::file_in(&cfg.server.data_dir);
+        let store = Arc::new(open_store(&store_path)?);
         let listeners = Listeners::bind(&cfg)
             .await
             .context("binding the listeners")?;
         let app = App::build(cfg.clone(), listeners, store, Clock::system())?;
-        tracing::info!(http = %app.http_addr()?, sip = ?app.sip_addr(), "switchboard ready");
-        app.run(shutdown_signal()).await?;
+        switchboard::service::run(app, config_path).await?;
         tracing::info!("switchboard stopped");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+/// Opens the store, explaining a schema version this build cannot use.
+fn open_store(path: &std::path::Path) -> Result<Store> {
+    use switchboard::store::StoreError;
+    Store::open(path).map_err(|e| {
+        let hint = match &e {
+            StoreError::NewerSchema { .. } => {
+                "\nthis switchboard is older than the one that last used the store: install that newer version again, or restore a backup taken with this one"
+            }
+            StoreError::OlderSchema { .. } => {
+                "\nupgrade through the intermediate switchboard releases, or restore a backup taken with this one"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("cannot open the store {}: {e}{hint}", path.display())
+    })
 }
 
 fn hash_password() -> Result<()> {

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{TestServer, Ws, close_code, next_json, send_json, test_config, wait_for};
+use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use switchboard::config::Config;
 use switchboard::core::model::{
     DisconnectParty, DisconnectReason, EventKind, Metadata, OriginKind, Presence, Role,
     SessionState, Status,
@@ -18,21 +17,11 @@ use switchboard::core::model::{
 use switchboard::core::view::ConversationView;
 use switchboard::core::{BindingUpdate, Command, Rejection, Reply, Timestamp};
 use switchboard::driver::CallError;
-use switchboard::http::extract::{new_token, token_hash};
+use switchboard::http::extract::token_hash;
 use switchboard::store::Store;
 use uuid::Uuid;
 
 const GRACE_PASSED: Duration = Duration::from_secs(61);
-
-/// The test configuration with a heartbeat too slow to tick during a test: these stories
-/// jump the manual clock by a whole grace period, and a ping that a test client has not read
-/// yet would look unanswered for that long.
-fn quiet() -> Config {
-    let mut cfg = test_config();
-    cfg.resilience.heartbeat_interval = Duration::from_secs(3600);
-    cfg.resilience.heartbeat_timeout = Duration::from_secs(7200);
-    cfg
-}
 
 fn reconnecting_prompt(server: &TestServer) -> String {
     server.cfg.queues[0].reconnecting_prompt.clone().unwrap()
@@ -42,97 +31,11 @@ fn session_lost_prompt(server: &TestServer) -> String {
     server.cfg.queues[0].session_lost_prompt.clone().unwrap()
 }
 
-async fn call(server: &TestServer, cmd: Command) -> Reply {
-    server.handle.call(cmd).await.expect("command accepted")
-}
-
-/// Logs in through the core (as `POST /api/v1/login` does after checking the password).
-async fn login(server: &TestServer, user: &str, role: Role) -> String {
-    let token = new_token();
-    call(
-        server,
-        Command::Login {
-            user: user.into(),
-            role,
-            token: token_hash(&token),
-        },
-    )
-    .await;
-    token
-}
-
-/// Starts a web chat in `support` (as `POST /api/v1/chats` does): the customer token and
-/// the conversation id.
-async fn start_chat(server: &TestServer, name: &str, text: Option<&str>) -> (String, Uuid) {
-    let token = new_token();
-    match call(
-        server,
-        Command::StartChat {
-            queue: "support".into(),
-            name: name.into(),
-            text: text.map(String::from),
-            token: token_hash(&token),
-        },
-    )
-    .await
-    {
-        Reply::ChatStarted {
-            conversation_id, ..
-        } => (token, conversation_id),
-        other => panic!("expected ChatStarted, got {other:?}"),
-    }
-}
-
-async fn accept(server: &TestServer, agent: &str, conversation: Uuid) {
-    call(
-        server,
-        Command::Accept {
-            token: token_hash(agent),
-            conversation,
-        },
-    )
-    .await;
-}
-
-async fn set_presence(server: &TestServer, agent: &str, presence: Presence) {
-    call(
-        server,
-        Command::SetPresence {
-            token: token_hash(agent),
-            presence,
-        },
-    )
-    .await;
-}
-
-fn conversation_of(reply: Reply) -> Box<ConversationView> {
-    match reply {
-        Reply::Conversation(c) => c,
-        other => panic!("expected a conversation, got {other:?}"),
-    }
-}
-
-/// Opens the customer chat socket and returns it with its snapshot frame.
-async fn chat(server: &TestServer, token: &str) -> (Ws, Value) {
-    let mut ws = server.ws("/api/v1/chat/ws", token).await;
-    let snap = next_json(&mut ws).await;
-    assert_eq!(snap["type"], "snapshot", "first chat frame: {snap}");
-    (ws, snap)
-}
-
 /// A panel or Dashboard `conversation` frame about `id` with `status`.
 fn conv_is(v: &Value, id: Uuid, status: &str) -> bool {
     v["type"] == "conversation"
         && v["conversation"]["id"] == id.to_string()
         && v["conversation"]["status"] == status
-}
-
-fn is_status(v: &Value, status: &str) -> bool {
-    v["type"] == "status" && v["status"] == status
-}
-
-fn is_message(v: &Value, from: &str, text: &str) -> bool {
-    v["type"] == "message" && v["message"]["from"] == from && v["message"]["text"] == text
 }
 
 async fn session_state(server: &TestServer, token: &str) -> SessionState {

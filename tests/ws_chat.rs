@@ -5,100 +5,20 @@
 
 mod common;
 
-use common::{TestServer, Ws, close_code, next_json, send_json, test_config, wait_for};
+use common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use std::time::Duration;
-use switchboard::config::Config;
 use switchboard::core::model::Role;
 use switchboard::core::{Command, Reply, Target};
-use switchboard::http::extract::{new_token, token_hash};
+use switchboard::http::extract::token_hash;
 use tokio_tungstenite::tungstenite::{self, Message};
-use uuid::Uuid;
-
-/// The test configuration with a heartbeat too slow to tick during a test (the manual clock
-/// jumps; a ping a test client has not read yet would look unanswered for ages).
-fn quiet() -> Config {
-    let mut cfg = test_config();
-    cfg.resilience.heartbeat_interval = Duration::from_secs(3600);
-    cfg.resilience.heartbeat_timeout = Duration::from_secs(7200);
-    cfg
-}
-
-async fn call(server: &TestServer, cmd: Command) -> Reply {
-    server.handle.call(cmd).await.expect("command accepted")
-}
-
-/// Logs in through the core (as `POST /api/v1/login` does after checking the password).
-async fn login(server: &TestServer, user: &str) -> String {
-    let token = new_token();
-    call(
-        server,
-        Command::Login {
-            user: user.into(),
-            role: Role::Agent,
-            token: token_hash(&token),
-        },
-    )
-    .await;
-    token
-}
-
-/// Starts a web chat in `support` (as `POST /api/v1/chats` does): the customer token and
-/// the conversation id.
-async fn start_chat(server: &TestServer, name: &str, text: Option<&str>) -> (String, Uuid) {
-    let token = new_token();
-    match call(
-        server,
-        Command::StartChat {
-            queue: "support".into(),
-            name: name.into(),
-            text: text.map(String::from),
-            token: token_hash(&token),
-        },
-    )
-    .await
-    {
-        Reply::ChatStarted {
-            conversation_id, ..
-        } => (token, conversation_id),
-        other => panic!("expected ChatStarted, got {other:?}"),
-    }
-}
-
-async fn accept(server: &TestServer, agent: &str, conversation: Uuid) {
-    call(
-        server,
-        Command::Accept {
-            token: token_hash(agent),
-            conversation,
-        },
-    )
-    .await;
-}
-
-/// Opens the chat socket and returns it with its snapshot frame.
-async fn chat(server: &TestServer, token: &str) -> (Ws, Value) {
-    let mut ws = server.ws("/api/v1/chat/ws", token).await;
-    let snap = next_json(&mut ws).await;
-    assert_eq!(snap["type"], "snapshot", "first chat frame: {snap}");
-    (ws, snap)
-}
-
-fn is_status(v: &Value, status: &str) -> bool {
-    v["type"] == "status" && v["status"] == status
-}
-
-fn is_message(v: &Value, from: &str, text: &str) -> bool {
-    v["type"] == "message" && v["message"]["from"] == from && v["message"]["text"] == text
-}
 
 #[tokio::test]
 async fn chat_socket_refuses_unknown_tokens_with_401_and_agent_tokens_with_403() {
     let server = TestServer::start_with(quiet()).await;
     for (token, want) in [
         ("no-such-token".to_string(), 401),
-        (login(&server, "alice").await, 403),
+        (login(&server, "alice", Role::Agent).await, 403),
     ] {
         match tokio_tungstenite::connect_async(server.ws_url("/api/v1/chat/ws", &token)).await {
             Err(tungstenite::Error::Http(resp)) => {
@@ -139,7 +59,7 @@ async fn chat_snapshot_then_status_and_messages_both_ways() {
     assert_eq!(snap["messages"][0]["from"], "customer");
     assert_eq!(snap["messages"][0]["text"], "Hi, my order is late");
 
-    let alice = login(&server, "alice").await;
+    let alice = login(&server, "alice", Role::Agent).await;
     let (mut aws, asnap) = server.panel(&alice).await;
     assert_eq!(asnap["conversations"][0]["id"], conv.to_string());
     assert_eq!(asnap["conversations"][0]["status"], "offered");
@@ -250,7 +170,7 @@ async fn customer_end_abandons_a_waiting_chat_closes_its_socket_and_revokes_the_
 #[tokio::test]
 async fn customer_end_while_in_process_puts_the_agent_in_wrap_up() {
     let server = TestServer::start_with(quiet()).await;
-    let alice = login(&server, "alice").await;
+    let alice = login(&server, "alice", Role::Agent).await;
     let (mut aws, _) = server.panel(&alice).await;
     let (customer, conv) = start_chat(&server, "Dana", None).await;
     wait_for(&mut aws, |v| v["type"] == "conversation").await;
@@ -269,8 +189,8 @@ async fn customer_end_while_in_process_puts_the_agent_in_wrap_up() {
 #[tokio::test]
 async fn chat_socket_stays_open_across_a_transfer_to_another_agent() {
     let server = TestServer::start_with(quiet()).await;
-    let alice = login(&server, "alice").await;
-    let bob = login(&server, "bob").await;
+    let alice = login(&server, "alice", Role::Agent).await;
+    let bob = login(&server, "bob", Role::Agent).await;
     let (mut aws, _) = server.panel(&alice).await;
     call(
         &server,

@@ -5,43 +5,14 @@
 
 mod common;
 
-use common::{TestServer, close_code, next_json, send_json, test_config, wait_for};
+use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchboard::config::Config;
 use switchboard::core::model::{Role, SessionState};
 use switchboard::core::{Command, Reply};
-use switchboard::http::extract::{new_token, token_hash};
+use switchboard::http::extract::token_hash;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-/// The test configuration with a heartbeat too slow to tick during a test: the manual clock
-/// jumps, and a ping a test client has not read yet would look unanswered for ages.
-fn quiet() -> Config {
-    let mut cfg = test_config();
-    cfg.resilience.heartbeat_interval = Duration::from_secs(3600);
-    cfg.resilience.heartbeat_timeout = Duration::from_secs(7200);
-    cfg
-}
-
-async fn call(server: &TestServer, cmd: Command) -> Reply {
-    server.handle.call(cmd).await.expect("command accepted")
-}
-
-/// Logs in through the core (as `POST /api/v1/login` does after checking the password).
-async fn login(server: &TestServer, user: &str, role: Role) -> String {
-    let token = new_token();
-    call(
-        server,
-        Command::Login {
-            user: user.into(),
-            role,
-            token: token_hash(&token),
-        },
-    )
-    .await;
-    token
-}
 
 async fn session_state(server: &TestServer, token: &str) -> SessionState {
     match call(

@@ -442,6 +442,8 @@ impl Core {
         Ok(Reply::Done)
     }
 
+    /// Records a reply's delivery state and shows it on the agent's panel (a `message` frame
+    /// with the same id).
     fn set_delivery(&mut self, thread: Uuid, message: Uuid, state: Delivery) {
         let Some(t) = self.threads.get_mut(&thread) else {
             return;
@@ -456,11 +458,25 @@ impl Core {
         };
         m.delivery = Some(state);
         let msg = m.clone();
+        let current = t.rec.current;
         self.writes.push(Write::Message {
             thread,
             seq: seq as u32,
-            message: msg,
+            message: msg.clone(),
         });
+        if let Some(agent) = self
+            .conversations
+            .get(&current)
+            .and_then(|c| c.agent.clone())
+        {
+            self.effects.push_back(Effect::Panel {
+                agent,
+                event: PanelEvent::Message {
+                    conversation_id: current,
+                    message: MessageView::of(&msg),
+                },
+            });
+        }
     }
 
     /// An outbox item's retry time came.

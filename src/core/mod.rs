@@ -164,6 +164,8 @@ pub struct Core {
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
     counters: Counters,
+    /// Millisecond and counter of the last id made (ids sort in creation order).
+    last_id: (i64, u16),
 }
 
 impl std::fmt::Debug for Core {
@@ -211,6 +213,7 @@ impl Core {
             dirty_queues: BTreeSet::new(),
             alloc_needed: false,
             counters: Counters::default(),
+            last_id: (i64::MIN, 0),
         };
         core.apply_config(&cfg, now);
         core
@@ -399,8 +402,14 @@ impl Core {
 
     /// Applies one command at `now`.
     pub fn handle(&mut self, now: Now, cmd: Command) -> Result<Reply, Rejection> {
-        let result = self.dispatch(now, cmd);
+        let mut result = self.dispatch(now, cmd);
         self.finish_command(now);
+        // A reply shows the conversation as the whole command left it (allocation included).
+        if let Ok(Reply::Conversation(v)) = &mut result {
+            if let Some(c) = self.conversations.get(&v.id) {
+                **v = self.conversation_view(c, true);
+            }
+        }
         result
     }
 
@@ -628,10 +637,27 @@ impl Core {
 
     // ----- shared helpers used by the submodules -----
 
+    /// A UUID v7 that sorts after every id made before it (RFC 9562 §6.2 method 1: a 12-bit
+    /// counter in `rand_a` orders ids of the same millisecond).
     fn new_id(&mut self, now: Now) -> Uuid {
+        let (last_ms, last_seq) = self.last_id;
+        let mut ms = now.wall.max(0).max(last_ms);
+        let seq = if ms == last_ms {
+            if last_seq >= 0x0FFF {
+                ms += 1;
+                0
+            } else {
+                last_seq + 1
+            }
+        } else {
+            0
+        };
+        self.last_id = (ms, seq);
         let mut bytes = [0u8; 10];
-        self.rng.fill_bytes(&mut bytes);
-        uuid::Builder::from_unix_timestamp_millis(now.wall.max(0) as u64, &bytes).into_uuid()
+        self.rng.fill_bytes(&mut bytes[2..]);
+        bytes[0] = (seq >> 8) as u8 & 0x0F;
+        bytes[1] = (seq & 0xFF) as u8;
+        uuid::Builder::from_unix_timestamp_millis(ms as u64, &bytes).into_uuid()
     }
 
     /// Marks a conversation as about to change (call before mutating it).
@@ -791,6 +817,25 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// The conversations offered to or held by `agent`.
+    fn held_by(&self, agent: &str) -> Vec<Uuid> {
+        self.agents
+            .get(agent)
+            .map(|a| a.assigned.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A call in process ends because the agent's side went away: wrap-up, blamed on the agent.
+    fn drop_call(&mut self, now: Now, id: Uuid, agent: &str, reason: DisconnectReason) {
+        self.counters.calls_dropped += 1;
+        self.close_segment(now, id, Status::WrapUp, reason);
+        let why = match reason {
+            DisconnectReason::SipRegistrationLost => "call dropped: SIP registration lost",
+            _ => "call dropped: agent connection lost",
+        };
+        self.event(now, id, EventKind::Ended, Some(agent), Some(why.into()));
     }
 
     /// Number of conversations on `channel` offered to or held by `agent`.

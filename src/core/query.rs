@@ -87,8 +87,13 @@ impl Core {
                 .map(|c| c.name.clone())
                 .unwrap_or_else(|| a.rec.id.clone()),
             queues: cfg.map(|c| c.queues.clone()).unwrap_or_default(),
+            // Logged out is never "ready".
+            presence: if session.is_some() {
+                a.rec.presence
+            } else {
+                Presence::NotReady
+            },
             session,
-            presence: a.rec.presence,
             capabilities: self.capabilities(a),
             banners: self.banners(a),
             sip: SipSummary {

@@ -253,11 +253,7 @@ impl Core {
             self.wheel.cancel(&Timer::Grace(sid));
             if was_lost {
                 self.counters.resumes += 1;
-                let held: Vec<Uuid> = self
-                    .agents
-                    .get(&agent)
-                    .map(|a| a.assigned.iter().copied().collect())
-                    .unwrap_or_default();
+                let held = self.held_by(&agent);
                 for id in held {
                     self.event(now, id, EventKind::AgentReconnected, Some(&agent), None);
                 }
@@ -300,11 +296,7 @@ impl Core {
         self.wheel
             .insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
         self.dirty_agents.insert(agent.clone());
-        let held: Vec<Uuid> = self
-            .agents
-            .get(&agent)
-            .map(|a| a.assigned.iter().copied().collect())
-            .unwrap_or_default();
+        let held = self.held_by(&agent);
         for id in held {
             let Some(c) = self.conversations.get(&id) else {
                 continue;
@@ -313,21 +305,8 @@ impl Core {
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
                 (Status::InProcess, Channel::Voice) => {
-                    self.counters.calls_dropped += 1;
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
-                    self.close_segment(
-                        now,
-                        id,
-                        Status::WrapUp,
-                        DisconnectReason::AgentConnectionLost,
-                    );
-                    self.event(
-                        now,
-                        id,
-                        EventKind::Ended,
-                        Some(&agent),
-                        Some("call dropped: agent connection lost".into()),
-                    );
+                    self.drop_call(now, id, &agent, DisconnectReason::AgentConnectionLost);
                 }
                 (Status::InProcess, Channel::Chat) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
@@ -366,11 +345,7 @@ impl Core {
         }
         let deadline = s.rec.deadline.unwrap_or(now.ts());
         let agent = s.rec.user.clone();
-        let held: Vec<Uuid> = self
-            .agents
-            .get(&agent)
-            .map(|a| a.assigned.iter().copied().collect())
-            .unwrap_or_default();
+        let held = self.held_by(&agent);
         for id in held {
             let Some(c) = self.conversations.get(&id) else {
                 continue;

@@ -132,19 +132,7 @@ impl Core {
             match status {
                 Status::Offered => self.withdraw_offer(now, id, "SIP registration lost"),
                 Status::InProcess => {
-                    self.close_segment(
-                        now,
-                        id,
-                        Status::WrapUp,
-                        DisconnectReason::SipRegistrationLost,
-                    );
-                    self.event(
-                        now,
-                        id,
-                        EventKind::Ended,
-                        Some(agent),
-                        Some("call dropped: SIP registration lost".into()),
-                    );
+                    self.drop_call(now, id, agent, DisconnectReason::SipRegistrationLost);
                 }
                 _ => {}
             }

@@ -1301,3 +1301,28 @@ fn a_chat_that_ends_closes_the_customer_socket_after_the_final_status() {
     assert!(pos_status.is_some() && pos_close.is_some());
     assert!(pos_status < pos_close);
 }
+
+#[test]
+fn ids_made_in_the_same_millisecond_sort_in_creation_order() {
+    let mut sim = Sim::new();
+    let ids: Vec<Uuid> = (0..50).map(|i| sim.call(&format!("+1{i}"))).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+}
+
+#[test]
+fn a_reply_shows_the_offer_the_same_command_made() {
+    let mut sim = Sim::new();
+    let (_, _) = sim.online("alice");
+    let reply = sim.ok(Command::InboundEmail {
+        from: "x@example.com".into(),
+        subject: "s".into(),
+        text: "t".into(),
+        queue: "mail".into(),
+    });
+    match reply {
+        Reply::Conversation(c) => assert_eq!(c.status, Status::Offered),
+        r => panic!("{r:?}"),
+    }
+}

@@ -2,8 +2,11 @@
 //! embedded pages. Thin: every rule lives in the core; handlers authenticate, translate
 //! JSON to a [`Command`](crate::core::Command), and map the answer back.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod openapi;
+pub mod ops;
 
 use crate::app::SharedConfig;
 use crate::config::Config;

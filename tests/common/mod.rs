@@ -385,3 +385,116 @@ pub mod reqwest_lite {
         }
     }
 }
+
+// ----- helpers for stories driven through the core directly -----
+
+/// The test configuration with a heartbeat too slow to tick during a test: stories that jump
+/// the manual clock by a whole grace period would otherwise see a ping the test client has not
+/// read yet as unanswered for that long.
+pub fn quiet() -> Config {
+    let mut cfg = test_config();
+    cfg.resilience.heartbeat_interval = Duration::from_secs(3600);
+    cfg.resilience.heartbeat_timeout = Duration::from_secs(7200);
+    cfg
+}
+
+pub async fn call(
+    server: &TestServer,
+    cmd: switchboard::core::Command,
+) -> switchboard::core::Reply {
+    server.handle.call(cmd).await.expect("command accepted")
+}
+
+/// Logs in through the core (as `POST /api/v1/login` does after checking the password).
+pub async fn login(
+    server: &TestServer,
+    user: &str,
+    role: switchboard::core::model::Role,
+) -> String {
+    let token = switchboard::http::extract::new_token();
+    let hash = switchboard::http::extract::token_hash(&token);
+    call(
+        server,
+        switchboard::core::Command::Login {
+            user: user.into(),
+            role,
+            token: hash,
+        },
+    )
+    .await;
+    token
+}
+
+/// Starts a web chat in `support` (as `POST /api/v1/chats` does): the customer token and
+/// the conversation id.
+pub async fn start_chat(
+    server: &TestServer,
+    name: &str,
+    text: Option<&str>,
+) -> (String, uuid::Uuid) {
+    let token = switchboard::http::extract::new_token();
+    let cmd = switchboard::core::Command::StartChat {
+        queue: "support".into(),
+        name: name.into(),
+        text: text.map(String::from),
+        token: switchboard::http::extract::token_hash(&token),
+    };
+    match call(server, cmd).await {
+        switchboard::core::Reply::ChatStarted {
+            conversation_id, ..
+        } => (token, conversation_id),
+        other => panic!("expected ChatStarted, got {other:?}"),
+    }
+}
+
+pub async fn accept(server: &TestServer, agent: &str, conversation: uuid::Uuid) {
+    let token = switchboard::http::extract::token_hash(agent);
+    call(
+        server,
+        switchboard::core::Command::Accept {
+            token,
+            conversation,
+        },
+    )
+    .await;
+}
+
+pub async fn set_presence(
+    server: &TestServer,
+    agent: &str,
+    presence: switchboard::core::model::Presence,
+) {
+    let token = switchboard::http::extract::token_hash(agent);
+    call(
+        server,
+        switchboard::core::Command::SetPresence { token, presence },
+    )
+    .await;
+}
+
+pub fn conversation_of(
+    reply: switchboard::core::Reply,
+) -> Box<switchboard::core::view::ConversationView> {
+    match reply {
+        switchboard::core::Reply::Conversation(c) => c,
+        other => panic!("expected a conversation, got {other:?}"),
+    }
+}
+
+/// Opens the customer chat socket and returns it with its snapshot frame.
+pub async fn chat(server: &TestServer, token: &str) -> (Ws, Value) {
+    let mut ws = server.ws("/api/v1/chat/ws", token).await;
+    let snap = next_json(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot", "first chat frame: {snap}");
+    (ws, snap)
+}
+
+/// A customer `status` frame with this status.
+pub fn is_status(v: &Value, status: &str) -> bool {
+    v["type"] == "status" && v["status"] == status
+}
+
+/// A `message` frame from `from` with this text.
+pub fn is_message(v: &Value, from: &str, text: &str) -> bool {
+    v["type"] == "message" && v["message"]["from"] == from && v["message"]["text"] == text
+}

@@ -141,6 +141,9 @@ export function wsUrl(path, token) {
 
 export const CLOSE_TAKEN_OVER = 4001;
 export const CLOSE_UNAUTHORIZED = 4401;
+/** The session already has its maximum of panel sockets (limits.max_sockets_per_session):
+ *  retried like a drop, since closing another tab frees a place. */
+export const CLOSE_TOO_MANY_SOCKETS = 4409;
 
 export class LiveSocket {
   constructor({ url, onMessage, onUp, onDown, onFinal, probe, pingMs = 0, staleMs = 0 }) {

@@ -5,7 +5,7 @@
 //
 // data-testid on this page
 //   static (chat.html):
-//     chat-error, chat-connection (data-state: connecting|live|reconnecting),
+//     chat-error, chat-connection (data-state: connecting|live|reconnecting|ended),
 //     chat-start-form, chat-name, chat-first-message, chat-start,
 //     chat-view, chat-status (data-status), chat-reconnecting, transcript,
 //     chat-compose, chat-input, chat-send, chat-end, chat-new
@@ -93,6 +93,7 @@ function setConn(s) {
     connecting: ['Connecting…', 'tone-gray'],
     live: ['Online', 'tone-green'],
     reconnecting: ['Reconnecting…', 'tone-amber'],
+    ended: ['Chat ended', 'tone-gray'],
   }[s];
   el.conn.textContent = label;
   el.conn.className = `pill ${tone}`;
@@ -207,15 +208,26 @@ function applySnapshot(snap, announce) {
 // ---------------------------------------------------------------------------
 // Connection
 
+/** The server closes the socket after the final status of an ended chat: nothing to
+ *  reconnect to, and the transcript stays on screen. */
+function closeEnded() {
+  if (sock) sock.stop();
+  setConn('ended');
+}
+
 function connect() {
   setConn('connecting');
   sock = new LiveSocket({
     url: () => wsUrl('/chat/ws', chat.token),
     probe: tokenProbe('/chat', () => chat.token),
     onUp: () => setConn('live'),
-    onDown: () => setConn('reconnecting'),
+    onDown: () => {
+      if (ENDED.has(status)) closeEnded();
+      else setConn('reconnecting');
+    },
     onFinal: (code) => {
-      if (code === CLOSE_UNAUTHORIZED || code === CLOSE_TAKEN_OVER) chatGone();
+      if (ENDED.has(status)) closeEnded();
+      else if (code === CLOSE_UNAUTHORIZED || code === CLOSE_TAKEN_OVER) chatGone();
     },
     onMessage: (msg) => {
       switch (msg.type) {
@@ -255,6 +267,10 @@ async function resume() {
       return;
     }
     // Network trouble: the socket retries by itself.
+  }
+  if (ENDED.has(status)) {
+    setConn('ended');
+    return;
   }
   connect();
   if (!el.input.disabled) el.input.focus();

@@ -11,7 +11,9 @@
 //     session-ended (overlay when the session was taken over), session-ended-text, login-link
 //   banners (inside banner-strip):
 //     banner-<code> for every server banner (e.g. banner-sip_registration_lost),
-//     banner-reconnecting (local, while the panel socket is down), reconnect-now
+//     banner-reconnecting (local, while the panel socket is down), reconnect-now,
+//     banner-too-many-tabs (local, instead of banner-reconnecting while the server refuses
+//     another panel socket for this session)
 //   worklist: worklist-item-<conversation id>
 //   pick list: pick-item-<conversation id>, pick-<conversation id> (button)
 //   each conversation card: conversation-<id> (data-status, data-channel), and inside it:
@@ -27,7 +29,7 @@
 
 import {
   api, ApiError, loadSession, clearSession, gotoLogin, wsUrl, LiveSocket, tokenProbe,
-  CLOSE_TAKEN_OVER, h, setText, humanize, fmtTime, countdown, elapsed,
+  CLOSE_TAKEN_OVER, CLOSE_TOO_MANY_SOCKETS, h, setText, humanize, fmtTime, countdown, elapsed,
   startClocks, refreshClock, debounce, errorText, shortId,
 } from './api.js';
 
@@ -75,6 +77,7 @@ const state = {
   presence: null,
   capabilities: { voice: false, chat: false, email: false },
   banners: [],
+  downCode: null, // close code of the last socket loss
 };
 /** conversation id → ConvView */
 const views = new Map();
@@ -180,7 +183,15 @@ function renderBanners() {
       text: b.text || humanize(b.code),
     });
   }
-  if (state.link === 'down') {
+  if (state.link === 'down' && state.downCode === CLOSE_TOO_MANY_SOCKETS) {
+    want.push({
+      key: 'local:too-many-tabs',
+      testid: 'banner-too-many-tabs',
+      tone: 'tone-amber',
+      text: 'The Communication Panel is already open in too many tabs or windows. Close one of them; this tab keeps trying.',
+      action: h('button', { type: 'button', class: 'btn btn-sm', testid: 'reconnect-now', onclick: () => sock.retryNow() }, 'Retry now'),
+    });
+  } else if (state.link === 'down') {
     want.push({
       key: 'local:reconnecting',
       testid: 'banner-reconnecting',
@@ -1080,9 +1091,15 @@ const sock = new LiveSocket({
     renderTop();
     renderBanners();
   },
-  onDown: () => {
+  onDown: ({ code }) => {
     if (state.link === 'ended') return;
     state.link = 'down';
+    state.downCode = code;
+    // The server counts a session without a panel socket as unable to work (voice calls
+    // drop, no offers): show every channel off and disable the call controls until the
+    // snapshot of the resumed session says otherwise.
+    state.capabilities = { voice: false, chat: false, email: false };
+    for (const v of views.values()) v.updateControls();
     renderTop();
     renderBanners();
   },

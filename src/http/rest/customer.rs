@@ -1,0 +1,109 @@
+//! HTTP adapter: the customer's web chat routes (SPEC §7) — start a chat (anyone, limited per
+//! address), read it, send, leave. The customer token opens only its own thread.
+
+use super::agent::TextBody;
+use super::{Body, message_text, ok, respond};
+use crate::core::Command;
+use crate::http::AppState;
+use crate::http::auth::Guard;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Bearer, ClientIp, new_token, token_hash};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Longest customer name.
+const MAX_NAME_CHARS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    queue: String,
+    name: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// POST /api/v1/chats — `{queue, name, text?}`: starts a web chat; `201` with
+/// `{conversation_id, group_id, token}` (the customer token for `/chat` and `/chat/ws`).
+pub async fn start(
+    State(state): State<AppState>,
+    Extension(guard): Extension<Arc<Guard>>,
+    ClientIp(ip): ClientIp,
+    body: Result<Body<StartBody>, ApiError>,
+) -> ApiResult<Response> {
+    guard.check_chat(&state, ip)?;
+    let Body(body) = body?;
+    let name = body.name.trim().to_string();
+    if name.is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(format!(
+            "name is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let max = state.config().limits.max_message_chars;
+    let text = match body.text.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Some(message_text(t, max, "text")?),
+        _ => None,
+    };
+    let token = new_token();
+    let reply = state
+        .handle
+        .call(Command::StartChat {
+            queue: body.queue,
+            name,
+            text,
+            token: token_hash(&token),
+        })
+        .await?;
+    let crate::core::Reply::ChatStarted {
+        conversation_id,
+        group_id,
+    } = reply
+    else {
+        return Ok(respond(StatusCode::CREATED, reply));
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "conversation_id": conversation_id,
+            "group_id": group_id,
+            "token": token,
+        })),
+    )
+        .into_response())
+}
+
+/// GET /api/v1/chat — the customer's chat: transcript, status, queue position, agent name.
+pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
+    Ok(ok(state.handle.call(Command::ChatState { token }).await?))
+}
+
+/// POST /api/v1/chat/messages — `{text}`: the customer writes.
+pub async fn message(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    Body(body): Body<TextBody>,
+) -> ApiResult<Response> {
+    let max = state.config().limits.max_message_chars;
+    let text = message_text(&body.text, max, "text")?;
+    Ok(ok(state
+        .handle
+        .call(Command::CustomerMessage { token, text })
+        .await?))
+}
+
+/// POST /api/v1/chat/end — the customer leaves (`wrap_up`/`CustomerEnded` in process,
+/// `abandoned` before).
+pub async fn end(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
+    Ok(ok(state
+        .handle
+        .call(Command::CustomerEnd { token })
+        .await?))
+}

@@ -1,0 +1,266 @@
+//! HTTP adapter: the supervisor's REST routes (SPEC §7) — reassign, Conversation Details,
+//! groups, search, the agent and queue lists. History is read from the store (everything is
+//! committed before any reply); who may read it is decided here from the core's principal.
+
+use super::agent::TargetBody;
+use super::{Body, IdPath, ok};
+use crate::config::Channel;
+use crate::core::model::{Conversation, Status};
+use crate::core::view::{ConversationView, MessageView};
+use crate::core::{Command, Principal, Reply};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::Bearer;
+use crate::store::{SearchQuery, Store};
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::Arc;
+
+/// POST /api/v1/conversations/{id}/reassign — `{queue}` or `{agent}`: a supervisor closes the
+/// conversation (`Reassigned`) and sends the work on; answers the new conversation.
+pub async fn reassign(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    IdPath(conversation): IdPath,
+    Body(body): Body<TargetBody>,
+) -> ApiResult<Response> {
+    let cmd = Command::Reassign {
+        token,
+        conversation,
+        target: body.target()?,
+    };
+    Ok(ok(state.handle.call(cmd).await?))
+}
+
+/// Who is asking for history.
+enum Reader {
+    Supervisor,
+    Agent(String),
+}
+
+/// Supervisors and agents may read history; customers may not.
+async fn reader(state: &AppState, token: [u8; 32]) -> ApiResult<Reader> {
+    match state.handle.call(Command::Authenticate { token }).await? {
+        Reply::Principal(Principal::Supervisor { .. }) => Ok(Reader::Supervisor),
+        Reply::Principal(Principal::Agent { agent, .. }) => Ok(Reader::Agent(agent)),
+        _ => Err(ApiError::forbidden(
+            "conversation history is for supervisors and the agents who worked on it",
+        )),
+    }
+}
+
+/// A store read off the async threads.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let store: Arc<Store> = state.store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ApiError::unavailable()),
+    }
+}
+
+/// Agents may read the groups they worked in.
+async fn may_read_group(state: &AppState, reader: &Reader, group: uuid::Uuid) -> ApiResult<()> {
+    match reader {
+        Reader::Supervisor => Ok(()),
+        Reader::Agent(agent) => {
+            let agent = agent.clone();
+            if read(state, move |s| s.agent_worked_in_group(&agent, group)).await? {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(
+                    "you did not work on any conversation of this group",
+                ))
+            }
+        }
+    }
+}
+
+/// GET /api/v1/conversations/{id} — Conversation Details: every field, the `events`
+/// timeline and (chat, email) the transcript. Supervisors; agents for groups they worked in.
+pub async fn details(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    IdPath(id): IdPath,
+) -> ApiResult<Response> {
+    let reader = reader(&state, token).await?;
+    let Some((c, events)) = read(&state, move |s| s.conversation(id)).await? else {
+        return Err(ApiError::not_found(format!("no conversation {id}")));
+    };
+    may_read_group(&state, &reader, c.group_id).await?;
+    let mut view = ConversationView::of(&c);
+    view.events = Some(events);
+    if let Some(thread) = c.thread {
+        let messages = read(&state, move |s| s.messages(thread)).await?;
+        view.messages = Some(messages.iter().map(MessageView::of).collect());
+    }
+    Ok(Json(view).into_response())
+}
+
+/// GET /api/v1/groups/{group_id} — `{group_id, conversations}`: every conversation of the
+/// group, oldest first. Same readers as the details.
+pub async fn group(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    IdPath(group_id): IdPath,
+) -> ApiResult<Response> {
+    let reader = reader(&state, token).await?;
+    let members: Vec<Conversation> = read(&state, move |s| s.group(group_id)).await?;
+    if members.is_empty() {
+        return Err(ApiError::not_found(format!("no group {group_id}")));
+    }
+    may_read_group(&state, &reader, group_id).await?;
+    let conversations: Vec<ConversationView> = members.iter().map(ConversationView::of).collect();
+    Ok(Json(json!({ "group_id": group_id, "conversations": conversations })).into_response())
+}
+
+/// The search filters from a query string; unknown parameters and bad values are 400s.
+fn search_query(raw: Option<&str>) -> ApiResult<SearchQuery> {
+    let mut q = SearchQuery::default();
+    let pairs: Vec<(String, String)> = match raw {
+        Some(raw) => query_pairs(raw)?,
+        None => Vec::new(),
+    };
+    for (k, v) in pairs {
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_str() {
+            "status" => {
+                q.status = Some(Status::parse(&v).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "status {v:?} is not one of in_queue, offered, in_process, wrap_up, handled, abandoned"
+                    ))
+                })?);
+            }
+            "channel" => {
+                q.channel = Some(
+                    Channel::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == v)
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!(
+                                "channel {v:?} is not one of voice, chat, email"
+                            ))
+                        })?,
+                );
+            }
+            "queue" => q.queue = Some(v),
+            "agent" => q.agent = Some(v),
+            "limit" => {
+                let n: usize = v.parse().map_err(|_| {
+                    ApiError::invalid(format!("limit {v:?} is not a non-negative integer"))
+                })?;
+                q.limit = n.min(SearchQuery::MAX_LIMIT);
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown search parameter {other:?} (status, queue, agent, channel, limit)"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Decodes `a=b&c=d` (percent-decoding and `+` as space).
+fn query_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
+    let decode = |s: &str| -> ApiResult<String> {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = bytes
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| ApiError::invalid("malformed percent-encoding in query"))?;
+                    out.push(hex);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| ApiError::invalid("query is not UTF-8"))
+    };
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit= — supervisors search
+/// every stored conversation, newest first (`limit` default 100, at most 1000).
+pub async fn search(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    match reader(&state, token).await? {
+        Reader::Supervisor => {}
+        Reader::Agent(_) => return Err(ApiError::forbidden("search is for supervisors")),
+    }
+    let q = search_query(raw.as_deref())?;
+    let found = read(&state, move |s| s.search(&q)).await?;
+    let views: Vec<ConversationView> = found.iter().map(ConversationView::of).collect();
+    Ok(Json(views).into_response())
+}
+
+/// GET /api/v1/agents — every agent: session, presence, capabilities, SIP, open work.
+pub async fn agents(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
+    Ok(ok(state.handle.call(Command::Agents { token }).await?))
+}
+
+/// GET /api/v1/queues — every queue: channel, waiting count, oldest arrival.
+pub async fn queues(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
+    Ok(ok(state.handle.call(Command::Queues { token }).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_query_parses_filters_and_caps_the_limit() {
+        let q = search_query(Some(
+            "status=in_queue&queue=sup%20port&channel=chat&limit=5000",
+        ))
+        .unwrap();
+        assert_eq!(q.status, Some(Status::InQueue));
+        assert_eq!(q.queue.as_deref(), Some("sup port"));
+        assert_eq!(q.channel, Some(Channel::Chat));
+        assert_eq!(q.limit, SearchQuery::MAX_LIMIT);
+    }
+
+    #[test]
+    fn search_query_treats_empty_values_as_absent() {
+        let q = search_query(Some("status=&queue=&agent=&channel=&limit=")).unwrap();
+        assert_eq!(q, SearchQuery::default());
+    }
+
+    #[test]
+    fn search_query_rejects_bad_values_and_unknown_parameters() {
+        for raw in [
+            "status=lost",
+            "channel=fax",
+            "limit=-1",
+            "limit=ten",
+            "stauts=in_queue",
+            "queue=%zz",
+        ] {
+            let e = search_query(Some(raw)).unwrap_err();
+            assert_eq!(e.code, "invalid_request", "{raw}");
+        }
+    }
+}

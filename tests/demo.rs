@@ -1,0 +1,259 @@
+//! `switchboard demo` run in-process on simulated time (a paused tokio clock and the demo's
+//! manual server clock): customers on every medium, real SIP registrations over UDP, and the
+//! flaky agent's lost session requeuing a chat — minutes of story in a few real seconds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchboard::core::model::{
+    Conversation, DisconnectParty, DisconnectReason, EventKind, Medium, OriginKind, Role, Sender,
+    Status,
+};
+use switchboard::core::{Command, Reply};
+use switchboard::demo::{AGENT_LOGIN, Demo, DemoClock, DemoOptions, FLAKY_AGENT, SUPERVISOR_LOGIN};
+use switchboard::driver::Handle;
+use switchboard::store::{SearchQuery, Store};
+use tokio::sync::oneshot;
+
+/// 2026-11-23T10:00:00Z.
+const START_WALL: i64 = 1_795_428_000_000;
+
+fn options(seed: u64) -> DemoOptions {
+    DemoOptions {
+        http: Some("127.0.0.1:0".parse().expect("addr")),
+        sip: Some("127.0.0.1:0".parse().expect("addr")),
+        seed: Some(seed),
+        clock: DemoClock::Manual {
+            start_wall: START_WALL,
+        },
+    }
+}
+
+/// A demo running in the background; `stop` is its Ctrl-C.
+struct Running {
+    handle: Handle,
+    store: std::sync::Arc<Store>,
+    dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), switchboard::demo::DemoError>>,
+}
+
+async fn start(seed: u64) -> Running {
+    let demo = Demo::build(options(seed)).await.expect("demo builds");
+    let handle = demo.handle();
+    let store = demo.state().store.clone();
+    let dir = demo.data_dir().to_path_buf();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(demo.run(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        handle,
+        store,
+        dir,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    fn elapsed_ms(&self, since: u64) -> u64 {
+        self.handle.now().mono - since
+    }
+
+    fn all(&self) -> Vec<Conversation> {
+        self.store
+            .search(&SearchQuery {
+                limit: SearchQuery::MAX_LIMIT,
+                ..SearchQuery::default()
+            })
+            .expect("search")
+    }
+
+    /// Waits (on simulated time, one second at a time) until `done` holds, at most `limit`.
+    async fn wait_until(&self, limit: Duration, mut done: impl FnMut(&[Conversation]) -> bool) {
+        let start = self.handle.now().mono;
+        loop {
+            if done(&self.all()) {
+                return;
+            }
+            assert!(
+                self.elapsed_ms(start) < limit.as_millis() as u64,
+                "not within {limit:?} of simulated time"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task
+            .await
+            .expect("demo task")
+            .expect("demo stops cleanly");
+        assert!(
+            !self.dir.exists(),
+            "the temporary data directory is removed"
+        );
+    }
+}
+
+fn media(all: &[Conversation]) -> BTreeSet<&'static str> {
+    all.iter().map(|c| c.medium.as_str()).collect()
+}
+
+fn session_lost_requeue(
+    store: &Store,
+    all: &[Conversation],
+) -> Option<(Conversation, Conversation)> {
+    all.iter()
+        .filter(|c| c.origin.kind == OriginKind::Requeue)
+        .find_map(|c| {
+            let (prev, _) = store.conversation(c.origin.previous?).ok()??;
+            (prev.disconnect_reason == Some(DisconnectReason::AgentSessionLost))
+                .then(|| (prev, c.clone()))
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn demo_shows_every_medium_and_a_session_lost_requeue_within_two_simulated_minutes() {
+    let demo = start(7).await;
+    let started = demo.handle.now().mono;
+
+    demo.wait_until(Duration::from_secs(120), |all| {
+        media(all).len() == 5 && session_lost_requeue(&demo.store, all).is_some()
+    })
+    .await;
+    let all = demo.all();
+    assert_eq!(
+        media(&all),
+        BTreeSet::from(["email", "sms", "social", "voice", "webchat"])
+    );
+
+    // The flaky agent's chat, closed at the grace deadline and queued again as a new
+    // conversation of the same group, keeping its place (arrival time) in the queue.
+    let (original, requeued) = session_lost_requeue(&demo.store, &all).expect("requeue");
+    assert_eq!(original.agent.as_deref(), Some(FLAKY_AGENT));
+    assert_eq!(original.status, Status::Handled);
+    assert_eq!(original.disconnect_party, Some(DisconnectParty::Agent));
+    assert!(matches!(
+        original.medium,
+        Medium::Webchat | Medium::Sms | Medium::Social
+    ));
+    assert_eq!(requeued.group_id, original.group_id);
+    assert_eq!(requeued.queue, original.queue);
+    assert_eq!(requeued.medium, original.medium);
+    assert_eq!(requeued.thread, original.thread);
+    assert_eq!(requeued.queue_arrival_time, original.queue_arrival_time);
+    assert!(requeued.created_at > original.created_at);
+    // The queue's session-lost prompt went to the customer.
+    let thread = original.thread.expect("chat thread");
+    let transcript = demo.store.messages(thread).expect("messages");
+    assert!(
+        transcript
+            .iter()
+            .any(|m| m.from == Sender::System && m.text.contains("disconnected")),
+        "session_lost_prompt in the transcript: {transcript:?}"
+    );
+
+    // The same loss dropped the call it held.
+    let dropped: Vec<&Conversation> = all
+        .iter()
+        .filter(|c| c.disconnect_reason == Some(DisconnectReason::AgentConnectionLost))
+        .collect();
+    assert!(
+        dropped
+            .iter()
+            .any(|c| c.medium == Medium::Voice && c.agent.as_deref() == Some(FLAKY_AGENT)),
+        "the flaky agent's call dropped with AgentConnectionLost"
+    );
+    assert!(
+        demo.elapsed_ms(started) <= 120_000,
+        "within two simulated minutes"
+    );
+
+    // The simulated phones registered over real UDP with digest authentication.
+    let token = [9u8; 32];
+    demo.handle
+        .call(Command::Login {
+            user: SUPERVISOR_LOGIN.into(),
+            role: Role::Supervisor,
+            token,
+        })
+        .await
+        .expect("supervisor session");
+    let Ok(Reply::Agents(agents)) = demo.handle.call(Command::Agents { token }).await else {
+        panic!("agents view");
+    };
+    let registered: Vec<&str> = agents
+        .iter()
+        .filter(|a| a.sip.registered)
+        .map(|a| a.agent_id.as_str())
+        .collect();
+    for steady in ["maria", "james", "priya", "chen", "olivia"] {
+        assert!(
+            registered.contains(&steady),
+            "{steady} registered: {registered:?}"
+        );
+    }
+    assert!(
+        !registered.contains(&AGENT_LOGIN),
+        "the human agent has no phone until they register one"
+    );
+
+    demo.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn flaky_agent_later_resumes_within_grace_and_loses_its_phone_registration_for_a_while() {
+    let demo = start(11).await;
+    // The second connection loss is a short one: the agent comes back within the grace
+    // period (the held conversations record `agent_reconnected`). Its phone also lapses.
+    demo.wait_until(Duration::from_secs(420), |all| {
+        all.iter().any(|c| {
+            demo.store
+                .conversation(c.id)
+                .ok()
+                .flatten()
+                .is_some_and(|(_, events)| {
+                    events.iter().any(|e| {
+                        e.event == EventKind::AgentReconnected
+                            && e.agent.as_deref() == Some(FLAKY_AGENT)
+                    })
+                })
+        })
+    })
+    .await;
+    let lapses = demo
+        .handle
+        .inspect(|core| core.counters().sip_registrations_lost)
+        .await
+        .expect("counters");
+    assert!(
+        lapses >= 1,
+        "the flaky phone's registration lapsed at least once"
+    );
+    demo.stop().await;
+}
+
+#[tokio::test]
+async fn banner_gives_the_url_the_logins_and_the_customer_chat() {
+    let demo = Demo::build(options(1)).await.expect("demo builds");
+    let addr = demo.http_addr().expect("addr");
+    let dir = demo.data_dir().to_path_buf();
+    let banner = demo.banner();
+    assert!(banner.contains(&format!("http://{addr}/")), "{banner}");
+    assert!(
+        banner.contains(&format!("http://{addr}/chat?queue=support")),
+        "{banner}"
+    );
+    assert!(banner.contains("agent / agent"), "{banner}");
+    assert!(banner.contains("supervisor / supervisor"), "{banner}");
+    assert!(banner.contains("AgentSessionLost"), "{banner}");
+    assert!(dir.is_dir());
+    drop(demo);
+    assert!(!dir.exists(), "a demo that never ran leaves nothing behind");
+}
