@@ -1,19 +1,37 @@
 //! Adapter layer: the SIP registrar's UDP listener. Receive → parse → registrar (pure) →
 //! core (bindings, via the driver) → send. Garbage is dropped and counted; a source that
 //! keeps failing authentication is throttled. REGISTERs are committed concurrently so many
-//! phones share one store transaction.
+//! phones share one store transaction. A retransmitted request is absorbed by its server
+//! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
+//! first copy is still being committed, and never a second pass through the registrar.
 
-use super::message::{ParseError, SipMessage, parse, response_to};
+use super::message::{ParseError, Request, SipMessage, parse, response_to};
 use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
 use crate::app::SharedConfig;
 use crate::config::Config;
 use crate::core::{BindingUpdate, Command, Reply};
 use crate::driver::{CallError, Handle};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+/// How long a server transaction absorbs retransmissions: Timer J, 64 × T1 for UDP.
+const TRANSACTION_LIFETIME_MS: u64 = 32_000;
+/// Most server transactions remembered at once; beyond it the oldest is forgotten first.
+const TRANSACTION_CAPACITY: usize = 32_768;
+/// Most authenticated REGISTERs waiting for the core at once. Beyond it a REGISTER is dropped
+/// unanswered (and counted): the phone retransmits it.
+const MAX_IN_FLIGHT: usize = 4_096;
+/// Datagrams read per wake-up before the listener checks for shutdown again.
+const RECV_BATCH: usize = 64;
+/// Receive buffer asked of the kernel (it grants at most `net.core.rmem_max`): at 20k
+/// datagrams/s the default ~208 KiB overflows after a 20 ms pause of the listener thread, and
+/// every datagram lost there costs the phone a retransmission timeout.
+const RECV_BUFFER_BYTES: usize = 4 << 20;
 
 /// Counters of the SIP listener (for `/metrics`).
 #[derive(Debug, Default)]
@@ -25,6 +43,10 @@ pub struct SipMetrics {
     pub challenges: AtomicU64,
     pub auth_failures: AtomicU64,
     pub throttled: AtomicU64,
+    /// Retransmitted requests answered from their server transaction.
+    pub retransmissions: AtomicU64,
+    /// Authenticated REGISTERs dropped because too many were already waiting for the core.
+    pub overloaded: AtomicU64,
 }
 
 /// The process-wide SIP counters.
@@ -36,6 +58,8 @@ pub static METRICS: SipMetrics = SipMetrics {
     challenges: AtomicU64::new(0),
     auth_failures: AtomicU64::new(0),
     throttled: AtomicU64::new(0),
+    retransmissions: AtomicU64::new(0),
+    overloaded: AtomicU64::new(0),
 };
 
 /// The registrar settings from the configuration.
@@ -78,6 +102,155 @@ impl Throttle {
     }
 }
 
+/// Identifies a server transaction (RFC 3261 §17.2.3: the top Via's branch with the magic
+/// cookie, the source it came from and the method) as a 128-bit keyed hash: fixed size, no
+/// allocation per request. The keys are random per process, so a collision cannot be aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TxKey(u128);
+
+/// Makes [`TxKey`]s.
+#[derive(Debug, Default)]
+struct TxKeys {
+    high: RandomState,
+    low: RandomState,
+}
+
+impl TxKeys {
+    /// `None` for a request that cannot be matched (no RFC 3261 branch) or is an ACK.
+    fn of(&self, req: &Request, source: SocketAddr) -> Option<TxKey> {
+        if req.method == "ACK" {
+            return None;
+        }
+        let branch = top_branch(req.header("Via")?)?;
+        if !branch.starts_with("z9hG4bK") {
+            return None;
+        }
+        let hash = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            source.hash(&mut h);
+            branch.hash(&mut h);
+            req.method.hash(&mut h);
+            h.finish()
+        };
+        Some(TxKey(
+            (u128::from(hash(&self.high)) << 64) | u128::from(hash(&self.low)),
+        ))
+    }
+}
+
+/// The `branch` parameter of the first via-parm of a Via header value. A quoted comma before
+/// it hides it: the request is then simply not matched to a transaction.
+fn top_branch(via: &str) -> Option<&str> {
+    let first = via.split(',').next()?;
+    first.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then(|| value.trim())
+    })
+}
+
+#[derive(Debug)]
+enum TxState {
+    /// The request is being processed (an authenticated REGISTER waiting for its commit).
+    Proceeding,
+    /// The final response, as sent.
+    Completed(Vec<u8>),
+}
+
+/// What a request is, with respect to the transactions already seen.
+#[derive(Debug)]
+enum Seen {
+    New,
+    InProgress,
+    Answered(Vec<u8>),
+}
+
+/// Non-INVITE server transactions, oldest first, bounded in time and number.
+#[derive(Debug, Default)]
+struct Transactions {
+    /// key → (sequence number, state).
+    states: HashMap<TxKey, (u64, TxState)>,
+    /// (created at in monotonic ms, sequence number, key), in creation order.
+    order: VecDeque<(u64, u64, TxKey)>,
+    next_seq: u64,
+}
+
+impl Transactions {
+    /// Looks `key` up; a new one is recorded as proceeding.
+    fn begin(&mut self, now_mono: u64, key: &TxKey) -> Seen {
+        self.expire(now_mono);
+        match self.states.get(key) {
+            Some((_, TxState::Proceeding)) => Seen::InProgress,
+            Some((_, TxState::Completed(bytes))) => Seen::Answered(bytes.clone()),
+            None => {
+                while self.order.len() >= TRANSACTION_CAPACITY {
+                    self.forget_oldest();
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.states.insert(*key, (seq, TxState::Proceeding));
+                self.order.push_back((now_mono, seq, *key));
+                Seen::New
+            }
+        }
+    }
+
+    /// Records the final response of a transaction still remembered.
+    fn complete(&mut self, key: &TxKey, response: Vec<u8>) {
+        if let Some((_, state)) = self.states.get_mut(key) {
+            *state = TxState::Completed(response);
+        }
+    }
+
+    /// Forgets a transaction whose request was dropped unprocessed, so that its retransmission
+    /// is processed.
+    fn abandon(&mut self, key: &TxKey) {
+        if let Some((_, TxState::Proceeding)) = self.states.get(key) {
+            self.states.remove(key);
+        }
+    }
+
+    fn expire(&mut self, now_mono: u64) {
+        while let Some((at, _, _)) = self.order.front() {
+            if now_mono.saturating_sub(*at) < TRANSACTION_LIFETIME_MS {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    /// Drops the oldest entry; its state goes with it unless the key was abandoned and begun
+    /// again since (then the state belongs to the newer entry).
+    fn forget_oldest(&mut self) {
+        if let Some((_, seq, key)) = self.order.pop_front() {
+            if self.states.get(&key).is_some_and(|(s, _)| *s == seq) {
+                self.states.remove(&key);
+            }
+        }
+    }
+}
+
+type SharedTransactions = Arc<Mutex<Transactions>>;
+
+fn lock(t: &SharedTransactions) -> MutexGuard<'_, Transactions> {
+    t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The listener's state between datagrams.
+struct Listener {
+    sock: Arc<UdpSocket>,
+    handle: Handle,
+    config: SharedConfig,
+    generation: u64,
+    registrar: Registrar,
+    limit: u32,
+    throttle: Throttle,
+    transactions: SharedTransactions,
+    keys: TxKeys,
+    in_flight: Arc<Semaphore>,
+}
+
 /// Serves SIP on `sock` until `stop` resolves.
 pub async fn serve(
     sock: UdpSocket,
@@ -86,54 +259,120 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let cfg = config.get();
-    let mut generation = config.generation();
-    let sock = Arc::new(sock);
+    let sock_ref = socket2::SockRef::from(&sock);
+    if let Err(e) = sock_ref.set_recv_buffer_size(RECV_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "could not enlarge the SIP receive buffer");
+    }
+    tracing::debug!(
+        bytes = sock_ref.recv_buffer_size().unwrap_or_default(),
+        "SIP receive buffer"
+    );
     let secret: [u8; 32] = rand::random();
-    let mut registrar = Registrar::new(registrar_config(&cfg), secret, credentials(&cfg));
-    let mut limit = cfg.sip.max_failed_auth_per_minute;
-    let mut throttle = Throttle::default();
+    let mut listener = Listener {
+        sock: Arc::new(sock),
+        handle,
+        generation: config.generation(),
+        registrar: Registrar::new(registrar_config(&cfg), secret, credentials(&cfg)),
+        limit: cfg.sip.max_failed_auth_per_minute,
+        config,
+        throttle: Throttle::default(),
+        transactions: SharedTransactions::default(),
+        keys: TxKeys::default(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    };
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
     loop {
-        let (n, src) = tokio::select! {
+        let first = tokio::select! {
             _ = &mut stop => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems: keep going.
-                    tracing::debug!(error = %e, "sip recv error");
-                    continue;
-                }
-            },
+            r = listener.sock.recv_from(&mut buf) => r,
         };
-        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
-        if config.generation() != generation {
-            // Reloaded: new agents and SIP passwords apply to the next request.
-            generation = config.generation();
-            let cfg = config.get();
-            registrar.set_credentials(credentials(&cfg));
-            limit = cfg.sip.max_failed_auth_per_minute;
+        let mut next = Some(first);
+        let mut read = 0;
+        // Everything already queued on the socket, up to a batch, in this wake-up.
+        while let Some(received) = next.take() {
+            match received {
+                Ok((n, src)) => {
+                    listener
+                        .datagram(buf.get(..n).unwrap_or_default(), src)
+                        .await
+                }
+                // ICMP errors from earlier sends surface here on some systems: keep going.
+                Err(e) => tracing::debug!(error = %e, "sip recv error"),
+            }
+            read += 1;
+            if read < RECV_BATCH {
+                match listener.sock.try_recv_from(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    r => next = Some(r),
+                }
+            }
         }
-        let req = match parse(&buf[..n]) {
+    }
+}
+
+impl Listener {
+    async fn datagram(&mut self, bytes: &[u8], src: SocketAddr) {
+        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
+        if self.config.generation() != self.generation {
+            // Reloaded: new agents and SIP passwords apply to the next request.
+            self.generation = self.config.generation();
+            let cfg = self.config.get();
+            self.registrar.set_credentials(credentials(&cfg));
+            self.limit = cfg.sip.max_failed_auth_per_minute;
+        }
+        let req = match parse(bytes) {
             Ok(SipMessage::Request(r)) => r,
-            Ok(SipMessage::Response(_)) => continue,
+            Ok(SipMessage::Response(_)) => return,
             Err(ParseError::Empty) => {
                 METRICS.keepalives.fetch_add(1, Ordering::Relaxed);
-                continue;
+                return;
             }
             Err(e) => {
                 METRICS.garbage.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%src, error = %e, "dropped malformed SIP datagram");
-                continue;
+                return;
             }
         };
-        let now = handle.now().wall;
-        if throttle.blocked(now, src.ip(), limit) {
+        let now = self.handle.now();
+        if self.throttle.blocked(now.wall, src.ip(), self.limit) {
             METRICS.throttled.fetch_add(1, Ordering::Relaxed);
-            continue;
+            return;
+        }
+        let key = self.keys.of(&req, src);
+        if let Some(key) = &key {
+            let seen = lock(&self.transactions).begin(now.mono, key);
+            match seen {
+                Seen::New => {}
+                Seen::InProgress => {
+                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Seen::Answered(response) => {
+                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.sock.send_to(&response, src).await;
+                    return;
+                }
+            }
         }
         let had_credentials = req.header("Authorization").is_some();
-        match registrar.handle(now, &req, src) {
+        // An authenticated REGISTER will wait for the core: reserve its place first, so that
+        // under overload it is dropped before the registrar consumes its nonce count.
+        let permit = if had_credentials && req.method == "REGISTER" {
+            match self.in_flight.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    METRICS.overloaded.fetch_add(1, Ordering::Relaxed);
+                    if let Some(key) = &key {
+                        lock(&self.transactions).abandon(key);
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        match self.registrar.handle(now.wall, &req, src) {
             Outcome::NoReply => {}
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
@@ -143,10 +382,14 @@ pub async fn serve(
                         .is_some_and(|h| h.contains("stale=true"));
                     if had_credentials && !stale {
                         METRICS.auth_failures.fetch_add(1, Ordering::Relaxed);
-                        throttle.failed(src.ip());
+                        self.throttle.failed(src.ip());
                     }
                 }
-                let _ = sock.send_to(&resp.serialize(), src).await;
+                let bytes = resp.serialize();
+                let _ = self.sock.send_to(&bytes, src).await;
+                if let Some(key) = &key {
+                    lock(&self.transactions).complete(key, bytes);
+                }
             }
             Outcome::Register(rr) => {
                 let update = match rr.change {
@@ -156,7 +399,8 @@ pub async fn serve(
                         list.into_iter().map(|c| (c.uri, c.expires_secs)).collect(),
                     ),
                 };
-                let (sock, handle) = (sock.clone(), handle.clone());
+                let (sock, handle) = (self.sock.clone(), self.handle.clone());
+                let transactions = self.transactions.clone();
                 tokio::spawn(async move {
                     let resp = match handle
                         .call(Command::SipRegister {
@@ -174,9 +418,105 @@ pub async fn serve(
                         }
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };
-                    let _ = sock.send_to(&resp.serialize(), src).await;
+                    drop(permit);
+                    let bytes = resp.serialize();
+                    let _ = sock.send_to(&bytes, src).await;
+                    if let Some(key) = &key {
+                        lock(&transactions).complete(key, bytes);
+                    }
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(branch: &str) -> TxKey {
+        let text = format!(
+            "REGISTER sip:sb SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\n\
+             From: <sip:a@sb>;tag=1\r\nTo: <sip:a@sb>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n"
+        );
+        let Ok(SipMessage::Request(req)) = parse(text.as_bytes()) else {
+            panic!("request");
+        };
+        KEYS.with(|k| k.of(&req, "192.0.2.1:5060".parse().unwrap()))
+            .expect("matchable")
+    }
+
+    thread_local! {
+        static KEYS: TxKeys = TxKeys::default();
+    }
+
+    #[test]
+    fn a_retransmission_is_in_progress_then_answered_with_the_same_bytes() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        assert!(matches!(t.begin(0, &k), Seen::New));
+        assert!(matches!(t.begin(500, &k), Seen::InProgress));
+        t.complete(&k, b"SIP/2.0 200 OK".to_vec());
+        match t.begin(1_500, &k) {
+            Seen::Answered(b) => assert_eq!(&b[..], b"SIP/2.0 200 OK"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.begin(0, &key("z9hG4bK2")), Seen::New));
+    }
+
+    #[test]
+    fn transactions_are_forgotten_after_timer_j_and_beyond_capacity() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        t.begin(0, &k);
+        t.complete(&k, b"x".to_vec());
+        assert!(matches!(t.begin(TRANSACTION_LIFETIME_MS, &k), Seen::New));
+        for i in 0..TRANSACTION_CAPACITY {
+            t.begin(TRANSACTION_LIFETIME_MS, &key(&format!("z9hG4bK-{i}")));
+        }
+        assert_eq!(t.states.len(), TRANSACTION_CAPACITY);
+        assert_eq!(t.order.len(), TRANSACTION_CAPACITY);
+        assert!(matches!(t.begin(TRANSACTION_LIFETIME_MS, &k), Seen::New));
+    }
+
+    #[test]
+    fn an_abandoned_request_is_processed_when_retransmitted() {
+        let mut t = Transactions::default();
+        let k = key("z9hG4bK1");
+        t.begin(0, &k);
+        t.abandon(&k);
+        assert!(matches!(t.begin(1, &k), Seen::New));
+        // The abandoned entry's expiry does not take the new one with it.
+        t.forget_oldest();
+        assert!(matches!(t.begin(2, &k), Seen::InProgress));
+    }
+
+    #[test]
+    fn the_key_depends_on_branch_source_and_method_only() {
+        let keys = TxKeys::default();
+        let req = |method: &str, via: &str, call_id: &str| {
+            let text = format!(
+                "{method} sip:sb SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@sb>;tag=1\r\n\
+                 To: <sip:a@sb>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\r\n"
+            );
+            match parse(text.as_bytes()) {
+                Ok(SipMessage::Request(r)) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:5061".parse().unwrap();
+        let via = "SIP/2.0/UDP h;rport;BRANCH=z9hG4bKx, SIP/2.0/UDP p;branch=z9hG4bKy";
+        let k = keys.of(&req("REGISTER", via, "1"), a);
+        assert!(k.is_some());
+        assert_eq!(k, keys.of(&req("REGISTER", via, "2"), a));
+        assert_ne!(k, keys.of(&req("REGISTER", via, "1"), b));
+        assert_ne!(k, keys.of(&req("OPTIONS", via, "1"), a));
+        let other = "SIP/2.0/UDP h;branch=z9hG4bKz";
+        assert_ne!(k, keys.of(&req("REGISTER", other, "1"), a));
+        // No magic cookie, or an ACK: not matched.
+        let old = "SIP/2.0/UDP h;branch=1234";
+        assert_eq!(keys.of(&req("REGISTER", old, "1"), a), None);
+        assert_eq!(keys.of(&req("ACK", via, "1"), a), None);
     }
 }
