@@ -3,7 +3,7 @@
 # conversation search (SPEC §7: GET /api/v1/conversations?limit=200) until conversations on
 # every medium (webchat, sms, social, email, voice) and a chat requeued after its agent's
 # session was lost (disconnect_reason AgentSessionLost, origin kind requeue) appear — within
-# 90 s of real time. Then stops the demo with Ctrl-C (SIGINT) and checks that it exits 0 and
+# 60 s of real time. Then stops the demo with Ctrl-C (SIGINT) and checks that it exits 0 and
 # removes its temporary data directory.
 #
 # Usage: tests/demo_binary.sh [path/to/switchboard]
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 BIN=${1:-${SWITCHBOARD_BIN:-target/release/switchboard}}
-LIMIT=${DEMO_LIMIT_SECONDS:-90}
+LIMIT=${DEMO_LIMIT_SECONDS:-60}
 if [ ! -x "$BIN" ]; then
     echo "demo_binary: no executable at $BIN (build it: cargo build --release)" >&2
     exit 2

@@ -258,6 +258,9 @@ fn queue(id: &str, name: &str, channel: Channel) -> QueueConfig {
 /// The built-in configuration: four queues (web chat, sms + social, voice, email), the
 /// simulated agents, the human agent `agent` and the supervisor `supervisor`. Grace and
 /// heartbeats are the product defaults.
+/// The demo's grace period (deployments default to 60 s).
+pub const DEMO_GRACE: Duration = Duration::from_secs(40);
+
 fn demo_config(
     http: SocketAddr,
     sip: SocketAddr,
@@ -269,6 +272,9 @@ fn demo_config(
     cfg.server.http_listen = http;
     cfg.server.data_dir = data_dir.to_path_buf();
     cfg.sip.listen = sip;
+    // A shorter grace period than the product's 60 s, so a visitor sees the whole story
+    // (loss, grace, requeue) within the first minute.
+    cfg.resilience.session_grace = DEMO_GRACE;
     let mut support = queue(WEBCHAT_QUEUE, "Web chat support", Channel::Chat);
     support.reconnecting_prompt = Some(
         "Your agent's connection dropped for a moment. Please stay with us: they will be right back."
@@ -436,7 +442,8 @@ Simulated: customers on web chat, SMS, social, email and phone; 6 agents answer 
 What to watch for on the Dashboard:
   * About 10 s in, Tomás Novak ({flaky}) loses his connection while he holds a chat and a
     call. The call ends at once (disconnect party agent, reason AgentConnectionLost); the chat
-    stays his during the 60 s grace period, and the customer is told he is reconnecting.
+    stays his during the 40 s grace period of the demo (60 s by default), and the customer is
+    told he is reconnecting.
   * He does not come back in time: at the deadline the chat is closed with AgentSessionLost
     and a new conversation of the same group is queued with the original arrival time. Click
     its Group ID to see both, and who picked it up.
@@ -543,7 +550,7 @@ mod tests {
         for c in Channel::ALL {
             assert!(channels.contains(&c), "a queue for {c}");
         }
-        assert_eq!(cfg.resilience.session_grace, Duration::from_secs(60));
+        assert_eq!(cfg.resilience.session_grace, DEMO_GRACE);
         assert!(cfg.agents.iter().any(|a| a.id == AGENT_LOGIN));
         assert!(cfg.supervisors.iter().any(|s| s.id == SUPERVISOR_LOGIN));
         let hash = &cfg

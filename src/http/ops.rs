@@ -274,6 +274,16 @@ fn exposition(state: &AppState, guard: &Guard, counters: Counters, gauges: Gauge
         "SIP requests dropped from sources that keep failing authentication.",
         &s.throttled,
     );
+    e.counter(
+        "sip_retransmissions_total",
+        "SIP request retransmissions answered from the transaction cache.",
+        &s.retransmissions,
+    );
+    e.counter(
+        "sip_overloaded_total",
+        "Authenticated REGISTERs dropped because too many were waiting for the store (the phone retransmits).",
+        &s.overloaded,
+    );
     e.0
 }
 
