@@ -38,20 +38,6 @@ fn conv_is(v: &Value, id: Uuid, status: &str) -> bool {
         && v["conversation"]["status"] == status
 }
 
-async fn session_state(server: &TestServer, token: &str) -> SessionState {
-    match call(
-        server,
-        Command::AgentState {
-            token: token_hash(token),
-        },
-    )
-    .await
-    {
-        Reply::Snapshot(s) => s.session.state,
-        other => panic!("expected a snapshot, got {other:?}"),
-    }
-}
-
 /// Polls until the session is disconnected (a socket's end reaches the driver
 /// asynchronously); panics after 5 s.
 async fn wait_disconnected(server: &TestServer, token: &str) {

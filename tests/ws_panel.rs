@@ -9,24 +9,10 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
+use switchboard::core::Command;
 use switchboard::core::model::{Role, SessionState};
-use switchboard::core::{Command, Reply};
 use switchboard::http::extract::token_hash;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-async fn session_state(server: &TestServer, token: &str) -> SessionState {
-    match call(
-        server,
-        Command::AgentState {
-            token: token_hash(token),
-        },
-    )
-    .await
-    {
-        Reply::Snapshot(s) => s.session.state,
-        other => panic!("expected a snapshot, got {other:?}"),
-    }
-}
 
 /// Polls the session state until it is `want` (the socket's end reaches the driver
 /// asynchronously); panics after 5 s.

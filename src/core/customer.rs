@@ -306,6 +306,32 @@ impl Core {
         Ok(Reply::Done)
     }
 
+    /// A new inbound conversation from `from` (a phone number, an address or a handle) with
+    /// its first customer message, if any.
+    fn inbound(
+        &mut self,
+        now: Now,
+        medium: Medium,
+        from: String,
+        queue: String,
+        subject: Option<String>,
+        first: Option<String>,
+    ) -> Result<Reply, Rejection> {
+        if from.trim().is_empty() {
+            return Err(Rejection::Invalid("from must not be empty".into()));
+        }
+        self.inbound_queue(&queue, medium.channel())?;
+        let customer = Customer {
+            name: from.clone(),
+            address: from,
+        };
+        let (id, _, thread) = self.new_inbound(now, medium, queue, customer, subject, None);
+        if let (Some(t), Some(text)) = (thread, first) {
+            self.append_message(now, t, Sender::Customer, text, false);
+        }
+        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+    }
+
     pub(super) fn inbound_message(
         &mut self,
         now: Now,
@@ -332,16 +358,7 @@ impl Core {
                 return Ok(Reply::Conversation(Box::new(self.view_of(current)?)));
             }
         }
-        self.inbound_queue(&queue, Channel::Chat)?;
-        let customer = Customer {
-            name: from.clone(),
-            address: from,
-        };
-        let (id, _, thread) = self.new_inbound(now, medium, queue, customer, None, None);
-        if let Some(t) = thread {
-            self.append_message(now, t, Sender::Customer, text, false);
-        }
-        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+        self.inbound(now, medium, from, queue, None, Some(text))
     }
 
     pub(super) fn inbound_email(
@@ -352,26 +369,13 @@ impl Core {
         text: String,
         queue: String,
     ) -> Result<Reply, Rejection> {
-        if from.trim().is_empty() {
-            return Err(Rejection::Invalid("from must not be empty".into()));
-        }
         let max = self.cfg.limits.max_email_bytes;
         if subject.len() + text.len() > max {
             return Err(Rejection::TooLarge(format!(
                 "subject and text are larger than {max} bytes (limits.max_email_bytes)"
             )));
         }
-        self.inbound_queue(&queue, Channel::Email)?;
-        let customer = Customer {
-            name: from.clone(),
-            address: from,
-        };
-        let (id, _, thread) =
-            self.new_inbound(now, Medium::Email, queue, customer, Some(subject), None);
-        if let Some(t) = thread {
-            self.append_message(now, t, Sender::Customer, text, false);
-        }
-        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+        self.inbound(now, Medium::Email, from, queue, Some(subject), Some(text))
     }
 
     pub(super) fn inbound_call(
@@ -380,16 +384,7 @@ impl Core {
         from: String,
         queue: String,
     ) -> Result<Reply, Rejection> {
-        if from.trim().is_empty() {
-            return Err(Rejection::Invalid("from must not be empty".into()));
-        }
-        self.inbound_queue(&queue, Channel::Voice)?;
-        let customer = Customer {
-            name: from.clone(),
-            address: from,
-        };
-        let (id, _, _) = self.new_inbound(now, Medium::Voice, queue, customer, None, None);
-        Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
+        self.inbound(now, Medium::Voice, from, queue, None, None)
     }
 
     pub(super) fn hangup(&mut self, now: Now, conv: Uuid) -> Result<Reply, Rejection> {

@@ -498,3 +498,17 @@ pub fn is_status(v: &Value, status: &str) -> bool {
 pub fn is_message(v: &Value, from: &str, text: &str) -> bool {
     v["type"] == "message" && v["message"]["from"] == from && v["message"]["text"] == text
 }
+
+/// The agent's session state as the core reports it.
+pub async fn session_state(
+    server: &TestServer,
+    token: &str,
+) -> switchboard::core::model::SessionState {
+    let cmd = switchboard::core::Command::AgentState {
+        token: switchboard::http::extract::token_hash(token),
+    };
+    match call(server, cmd).await {
+        switchboard::core::Reply::Snapshot(s) => s.session.state,
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
