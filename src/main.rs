@@ -17,15 +17,20 @@ use switchboard::store::Store;
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Configuration file (default: the embedded loopback-only configuration).
-    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    /// Configuration file for `serve` when no subcommand is given (default: the embedded
+    /// loopback-only configuration).
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the server (the default).
-    Serve,
+    Serve {
+        /// Configuration file (default: the embedded loopback-only configuration).
+        #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Check a configuration file and print every problem; exit 0 when valid.
     CheckConfig {
         /// The file to check.
@@ -56,13 +61,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::Serve => {
-            let cfg = match &cli.config {
+    match cli.command.unwrap_or(Cmd::Serve { config: None }) {
+        Cmd::Serve { config } => {
+            let path = config.or(cli.config);
+            let cfg = match &path {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            serve(cfg, cli.config)
+            serve(cfg, path)
         }
         Cmd::CheckConfig { path } => {
             Config::load(&path)?;
