@@ -34,25 +34,24 @@ const SLOTS: usize = 1 << SLOT_BITS;
 const LEVELS: usize = 6;
 /// Bits of time covered by all the levels together.
 const WHEEL_BITS: u32 = SLOT_BITS * LEVELS as u32;
-/// "No entry" in the index-linked lists.
-const NIL: u32 = u32::MAX;
+/// Bits of a slab index; the 3 bits above them in [`Link`] hold the entry's [`Place`].
+const INDEX_BITS: u32 = 29;
+/// "No entry" in the index-linked lists; also the mask of an index.
+const NIL: u32 = (1 << INDEX_BITS) - 1;
 
-/// Which list an entry is linked into. A small enum (rather than a `u8`) keeps [`Link`] at
-/// 24 bytes and documents the few places an entry can be.
+/// Which list an entry is linked into (3 bits).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Place {
-    L0,
+    L0 = 0,
     L1,
     L2,
     L3,
     L4,
     L5,
     /// Deadline already reached when armed: due at the next `expire`.
-    Ready,
+    Ready = 6,
     /// Deadline beyond the range of the top level.
-    Overflow,
-    /// Slab slot not in use; `next` chains the free list.
-    Free,
+    Overflow = 7,
 }
 
 const LEVEL_PLACES: [Place; LEVELS] = [
@@ -73,8 +72,23 @@ impl Place {
             Place::L3 => Some(3),
             Place::L4 => Some(4),
             Place::L5 => Some(5),
-            Place::Ready | Place::Overflow | Place::Free => None,
+            Place::Ready | Place::Overflow => None,
         }
+    }
+
+    fn from_bits(bits: u32) -> Place {
+        match bits {
+            6 => Place::Ready,
+            7 => Place::Overflow,
+            level => LEVEL_PLACES
+                .get(level as usize)
+                .copied()
+                .unwrap_or(Place::Overflow),
+        }
+    }
+
+    fn bits(self) -> u32 {
+        self as u32
     }
 
     /// Where a deadline `at` belongs when the wheel's current time is `now`.
@@ -94,14 +108,34 @@ fn slot_of(at: u64, level: usize) -> usize {
     ((at >> (SLOT_BITS as usize * level)) & (SLOTS as u64 - 1)) as usize
 }
 
-/// One slab entry's scheduling state. Keys are kept in a separate vector so that resets,
-/// which touch only this part, walk less memory.
+/// One slab entry's scheduling state, 16 bytes: four to a cache line. Keys are kept in a
+/// separate vector so that resets, which touch only this part, walk less memory. A free entry's
+/// `next` chains the free list and its other fields mean nothing.
 #[derive(Clone, Copy, Debug)]
 struct Link {
     at: u64,
-    prev: u32,
     next: u32,
-    place: Place,
+    /// Previous entry's index in the low [`INDEX_BITS`], [`Place`] above.
+    prev_place: u32,
+}
+
+impl Link {
+    fn new(at: u64, next: u32, prev: u32, place: Place) -> Link {
+        Link {
+            at,
+            next,
+            prev_place: prev | (place.bits() << INDEX_BITS),
+        }
+    }
+    fn prev(&self) -> u32 {
+        self.prev_place & NIL
+    }
+    fn set_prev(&mut self, prev: u32) {
+        self.prev_place = (self.prev_place & !NIL) | prev;
+    }
+    fn place(&self) -> Place {
+        Place::from_bits(self.prev_place >> INDEX_BITS)
+    }
 }
 
 /// Head of one intrusive list.
@@ -150,24 +184,17 @@ impl<K> Lists<K> {
         match place.level() {
             Some(level) => &mut self.heads[level][slot_of(at, level)],
             None if place == Place::Ready => &mut self.ready,
-            None => {
-                debug_assert_eq!(place, Place::Overflow);
-                &mut self.overflow
-            }
+            None => &mut self.overflow,
         }
     }
 
     /// Takes a free slab slot (or a new one) for `key` due at `at`; the entry is not linked yet.
     ///
     /// # Panics
-    /// When more than `u32::MAX - 1` timers are armed at once (over 100 GiB of entries).
+    /// When more than `2^29 - 1` (536 million) timers are armed at once, which would take over
+    /// 30 GiB.
     fn alloc(&mut self, key: K, at: u64) -> u32 {
-        let link = Link {
-            at,
-            prev: NIL,
-            next: NIL,
-            place: Place::Free,
-        };
+        let link = Link::new(at, NIL, NIL, Place::Ready);
         if self.free != NIL {
             let idx = self.free;
             let i = idx as usize;
@@ -177,8 +204,8 @@ impl<K> Lists<K> {
             idx
         } else {
             let idx = match u32::try_from(self.links.len()) {
-                Ok(idx) if idx != NIL => idx,
-                _ => panic!("timing wheel: more than u32::MAX - 1 timers armed"),
+                Ok(idx) if idx < NIL => idx,
+                _ => panic!("timing wheel: more than 2^29 - 1 timers armed"),
             };
             self.links.push(link);
             self.keys.push(Some(key));
@@ -190,12 +217,7 @@ impl<K> Lists<K> {
     fn release(&mut self, idx: u32) -> (u64, Option<K>) {
         let i = idx as usize;
         let at = self.links[i].at;
-        self.links[i] = Link {
-            at: 0,
-            prev: NIL,
-            next: self.free,
-            place: Place::Free,
-        };
+        self.links[i] = Link::new(0, self.free, NIL, Place::Ready);
         self.free = idx;
         (at, self.keys[i].take())
     }
@@ -208,12 +230,9 @@ impl<K> Lists<K> {
         let old_first = head.first;
         head.first = idx;
         head.min = head.min.min(at);
-        let link = &mut self.links[idx as usize];
-        link.place = place;
-        link.prev = NIL;
-        link.next = old_first;
+        self.links[idx as usize] = Link::new(at, old_first, NIL, place);
         if old_first != NIL {
-            self.links[old_first as usize].prev = idx;
+            self.links[old_first as usize].set_prev(idx);
         } else if let Some(level) = place.level() {
             self.occupied[level] |= 1 << slot_of(at, level);
         }
@@ -221,14 +240,10 @@ impl<K> Lists<K> {
 
     /// Removes entry `idx` from the list it is in.
     fn unlink(&mut self, idx: u32) {
-        let Link {
-            at,
-            prev,
-            next,
-            place,
-        } = self.links[idx as usize];
+        let link = self.links[idx as usize];
+        let (at, prev, next, place) = (link.at, link.prev(), link.next, link.place());
         if next != NIL {
-            self.links[next as usize].prev = prev;
+            self.links[next as usize].set_prev(prev);
         }
         if prev != NIL {
             self.links[prev as usize].next = next;
@@ -248,7 +263,7 @@ impl<K> Lists<K> {
     fn reset(&mut self, idx: u32, at: u64) {
         let link = self.links[idx as usize];
         let place = Place::for_deadline(at, self.now);
-        let same_list = place == link.place
+        let same_list = place == link.place()
             && place
                 .level()
                 .is_none_or(|level| slot_of(at, level) == slot_of(link.at, level));
@@ -588,7 +603,13 @@ mod tests {
 
     #[test]
     fn link_entry_stays_small() {
-        assert_eq!(std::mem::size_of::<Link>(), 24);
+        assert_eq!(std::mem::size_of::<Link>(), 16);
+        for place in [LEVEL_PLACES.as_slice(), &[Place::Ready, Place::Overflow]].concat() {
+            let mut link = Link::new(7, 9, NIL, place);
+            assert_eq!((link.place(), link.prev(), link.next), (place, NIL, 9));
+            link.set_prev(NIL - 1);
+            assert_eq!((link.place(), link.prev()), (place, NIL - 1));
+        }
     }
 
     #[test]

@@ -147,7 +147,9 @@ pub struct Core {
     /// Open sms/social threads by (medium, customer address).
     open_threads: HashMap<(Medium, String), Uuid>,
     outbox: HashMap<Uuid, OutboxItem>,
-    wheel: Wheel<Timer>,
+    /// Keyed with a randomly seeded hasher: SIP contact strings from the network are part of
+    /// binding timer keys, so colliding keys must not be choosable from outside.
+    wheel: Wheel<Timer, std::collections::hash_map::RandomState>,
     rng: StdRng,
     writes: Vec<Write>,
     effects: VecDeque<Effect>,
@@ -201,7 +203,7 @@ impl Core {
             threads: HashMap::new(),
             open_threads: HashMap::new(),
             outbox: HashMap::new(),
-            wheel: Wheel::new(now.mono),
+            wheel: Wheel::with_hasher(now.mono, std::collections::hash_map::RandomState::new()),
             rng: StdRng::seed_from_u64(seed),
             writes: Vec::new(),
             effects: VecDeque::new(),
