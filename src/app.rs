@@ -193,9 +193,22 @@ impl App {
                 })
             }
         };
-        shutdown.await;
+        // Stop on the caller's signal, or at once if the driver ends by itself (its store
+        // failed): serving on without a core would only answer 503, so the process exits with
+        // the error and the service manager restarts it from the store.
+        let mut driver_task = driver_task;
+        let ended_early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut driver_task => Some(r),
+        };
+        if ended_early.is_some() {
+            tracing::error!("the core's driver stopped; shutting down");
+        }
         let _ = stop_tx.send(true);
-        let driver_result = driver_task.await;
+        let driver_result = match ended_early {
+            Some(r) => r,
+            None => driver_task.await,
+        };
         let _ = server_task.await;
         outbound_task.abort();
         if let Some(t) = sip_task {
