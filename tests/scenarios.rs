@@ -38,18 +38,6 @@ fn conv_is(v: &Value, id: Uuid, status: &str) -> bool {
         && v["conversation"]["status"] == status
 }
 
-/// Polls until the session is disconnected (a socket's end reaches the driver
-/// asynchronously); panics after 5 s.
-async fn wait_disconnected(server: &TestServer, token: &str) {
-    for _ in 0..500 {
-        if session_state(server, token).await == SessionState::Disconnected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the session did not become disconnected within 5 s");
-}
-
 /// The grace deadline of an agent's session, as the supervisor sees it.
 async fn deadline_of(server: &TestServer, supervisor: &str, agent: &str) -> Timestamp {
     match call(
@@ -382,7 +370,7 @@ async fn voice_call_drops_at_once_on_loss_then_wrap_up_and_callback_after_resume
 
     // The panel connection is lost: the call ends at once, blamed on the agent.
     drop(aws);
-    wait_disconnected(&server, &alice).await;
+    wait_state(&server, &alice, SessionState::Disconnected).await;
     let (status, party, reason, ended) = server
         .handle
         .inspect(move |core| {
@@ -478,7 +466,7 @@ async fn email_stays_assigned_after_the_grace_period_and_is_there_at_next_login(
     wait_for(&mut aws, |v| conv_is(v, email, "in_process")).await;
 
     drop(aws);
-    wait_disconnected(&server, &alice).await;
+    wait_state(&server, &alice, SessionState::Disconnected).await;
     server.advance(GRACE_PASSED).await;
     // The session is over, the email is still Alice's and in process.
     assert!(
@@ -708,7 +696,7 @@ async fn a_deadline_that_passed_while_the_server_was_down_fires_once_at_boot() {
     wait_for(&mut aws, |v| conv_is(v, c1, "offered")).await;
     accept(&server, &alice, c1).await;
     drop(aws);
-    wait_disconnected(&server, &alice).await;
+    wait_state(&server, &alice, SessionState::Disconnected).await;
 
     // Down for longer than the grace period: the stored deadline fires at boot.
     let server = server.restart(Duration::from_secs(90)).await;

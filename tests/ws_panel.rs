@@ -14,18 +14,6 @@ use switchboard::core::model::{Role, SessionState};
 use switchboard::http::extract::token_hash;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// Polls the session state until it is `want` (the socket's end reaches the driver
-/// asynchronously); panics after 5 s.
-async fn wait_state(server: &TestServer, token: &str, want: SessionState) {
-    for _ in 0..500 {
-        if session_state(server, token).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("session did not become {want:?} within 5 s");
-}
-
 /// A WebSocket connection the server refused before the upgrade: status and JSON body.
 async fn refused(server: &TestServer, path: &str, token: &str) -> (u16, Value) {
     match tokio_tungstenite::connect_async(server.ws_url(path, token)).await {

@@ -512,3 +512,19 @@ pub async fn session_state(
         other => panic!("expected a snapshot, got {other:?}"),
     }
 }
+
+/// Polls the session state until it is `want` (a socket's end reaches the driver
+/// asynchronously); panics after 5 s.
+pub async fn wait_state(
+    server: &TestServer,
+    token: &str,
+    want: switchboard::core::model::SessionState,
+) {
+    for _ in 0..500 {
+        if session_state(server, token).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("session did not become {want:?} within 5 s");
+}
