@@ -71,6 +71,9 @@ pub(crate) struct AgentRt {
     pub session: Option<Uuid>,
     /// Conversations offered to or held by the agent (offered, in_process, wrap_up).
     pub assigned: BTreeSet<Uuid>,
+    /// From the configuration in force (refreshed on reload).
+    pub name: String,
+    pub capacity: crate::config::Capacity,
     /// What the panel was last told, to push only real changes.
     pub sent_caps: Capabilities,
     pub sent_banners: Vec<Banner>,
@@ -247,13 +250,21 @@ impl Core {
                 queues.insert(id, old);
             }
         }
+        // Agents no longer in the configuration take no new work.
+        for rt in self.agents.values_mut() {
+            rt.capacity = crate::config::Capacity {
+                voice: 0,
+                chat: 0,
+                email: 0,
+            };
+        }
         for a in &cfg.agents {
             for q in &a.queues {
                 if let Some(rt) = queues.get_mut(q) {
                     rt.members.push(a.id.clone());
                 }
             }
-            self.agents.entry(a.id.clone()).or_insert_with(|| AgentRt {
+            let rt = self.agents.entry(a.id.clone()).or_insert_with(|| AgentRt {
                 rec: AgentRecord {
                     id: a.id.clone(),
                     presence: Presence::Ready,
@@ -263,9 +274,13 @@ impl Core {
                 },
                 session: None,
                 assigned: BTreeSet::new(),
+                name: a.name.clone(),
+                capacity: a.capacity,
                 sent_caps: Capabilities::default(),
                 sent_banners: Vec::new(),
             });
+            rt.name = a.name.clone();
+            rt.capacity = a.capacity;
         }
         self.queues = queues;
         self.supervisors = cfg
@@ -851,19 +866,15 @@ impl Core {
     }
 
     fn capacity(&self, agent: &str, channel: Channel) -> u32 {
-        self.cfg
-            .agents
-            .iter()
-            .find(|a| a.id == agent)
+        self.agents
+            .get(agent)
             .map(|a| a.capacity.for_channel(channel))
             .unwrap_or(0)
     }
 
     fn agent_name(&self, agent: &str) -> String {
-        self.cfg
-            .agents
-            .iter()
-            .find(|a| a.id == agent)
+        self.agents
+            .get(agent)
             .map(|a| a.name.clone())
             .unwrap_or_else(|| agent.to_string())
     }
