@@ -304,6 +304,7 @@ impl Sim {
 
     fn waiting(&self, queue: &str) -> Vec<Uuid> {
         self.core
+            .org
             .queues
             .get(queue)
             .map(|q| q.waiting.iter().map(|(_, id)| *id).collect())
