@@ -1,6 +1,7 @@
-//! HTTP adapter: the supervisor's REST routes (SPEC §7) — reassign, Conversation Details,
-//! groups, search, the agent and queue lists. History is read from the store (everything is
-//! committed before any reply); who may read it is decided here from the core's principal.
+//! HTTP adapter: the supervisor's REST routes (docs/api.md#supervisor-routes) — reassign,
+//! Conversation Details, groups, search, the agent and queue lists. History is read from the store
+//! (everything is committed before any reply); who may read it is decided here from the core's
+//! principal.
 
 use super::agent::TargetBody;
 use super::{Body, IdPath, ok};

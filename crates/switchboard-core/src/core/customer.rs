@@ -1,6 +1,6 @@
-//! Core layer: the customer side (SPEC §1, §4, §7) — web chats, inbound sms/social messages
-//! threaded by (medium, sender), emails, calls and hang-ups, threads and their transcripts,
-//! prompts, and the customer leaving.
+//! Core layer: the customer side (docs/domain.md#threads, docs/routing.md) — web chats, inbound
+//! sms/social messages threaded by (medium, sender), emails, calls and hang-ups, threads and their
+//! transcripts, prompts, and the customer leaving.
 
 use super::model::*;
 use super::view::{ChatEvent, ChatSnapshot, MessageView, PanelEvent};

@@ -1,4 +1,5 @@
-//! Core layer: the pure, deterministic domain state machine (SPEC §1–§4, §6 bindings).
+//! Core layer: the pure, deterministic domain state machine of docs/domain.md, docs/sessions.md,
+//! docs/policy.md, docs/routing.md and the SIP bindings of docs/sip.md.
 //!
 //! Commands go in with the time they happen at ([`Core::handle`]), deadlines fire through
 //! [`Core::handle_timeout`], and everything the outside world must do comes out as data:
@@ -323,9 +324,10 @@ impl Core {
         self.finish_command(now);
     }
 
-    /// Loads the stored state at boot and applies the restart rule (SPEC §2): connected
-    /// sessions become disconnected with a full grace period; stored deadlines are re-armed
-    /// (one already past fires at the next [`Core::handle_timeout`]); calls are not dropped.
+    /// Loads the stored state at boot and applies the restart rule (docs/sessions.md#restart):
+    /// connected sessions become disconnected with a full grace period; stored deadlines are
+    /// re-armed (one already past fires at the next [`Core::handle_timeout`]); calls are not
+    /// dropped.
     pub fn restore(&mut self, state: Restored, now: Now) {
         for rec in state.agents {
             let Some(a) = self.org.agents.get_mut(&rec.id) else {

@@ -1,6 +1,6 @@
-//! Core layer: queues and allocation (SPEC §4) — queue order, eligibility, automatic offers
+//! Core layer: queues and allocation (docs/routing.md) — queue order, eligibility, automatic offers
 //! to the longest-idle agent, offer answers and timeouts, manual picking, and the requeue of
-//! a chat whose agent's session was lost (SPEC §3).
+//! a chat whose agent's session was lost (docs/policy.md#deadline).
 
 use super::model::*;
 use super::*;

@@ -1,5 +1,6 @@
-//! Core layer: user sessions (SPEC §2) — login and takeover, panel sockets, connection loss,
-//! resume, the grace deadline with the per-channel loss policy (SPEC §3), logout, presence.
+//! Core layer: user sessions (docs/sessions.md) — login and takeover, panel sockets, connection
+//! loss, resume, the grace deadline with the per-channel loss policy (docs/policy.md), logout,
+//! presence.
 
 use super::model::*;
 use super::view::PanelEvent;

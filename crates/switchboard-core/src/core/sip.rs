@@ -1,4 +1,4 @@
-//! Core layer: SIP registration state (SPEC §6) — an agent's bindings with absolute expiry
+//! Core layer: SIP registration state (docs/sip.md) — an agent's bindings with absolute expiry
 //! as timing-wheel deadlines, voice capability, the `sip_registration_lost` banner, and what a
 //! lost registration does to calls and offers. The protocol itself lives in `crate::sip`.
 

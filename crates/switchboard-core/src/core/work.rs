@@ -1,4 +1,4 @@
-//! Core layer: what an agent (or a supervisor) does with a conversation (SPEC §4) —
+//! Core layer: what an agent (or a supervisor) does with a conversation (docs/routing.md) —
 //! messages, drafts and saved metadata, end and complete, transfer, consultation, callback,
 //! reassignment.
 
