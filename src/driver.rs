@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::core::model::{OutboxItem, TokenHash};
 use crate::core::view::{AgentSnapshot, ChatSnapshot, DashboardEvent};
-use crate::core::{Command, Core, Effect, Now, Rejection, Reply, Restored};
+use crate::core::{Command, Core, Effect, LossCause, Now, Rejection, Reply, Restored};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,6 +147,7 @@ enum Request {
     },
     Detach {
         socket: u64,
+        cause: LossCause,
     },
     /// Re-read the clock and fire what is due (after a manual clock moved).
     Tick,
@@ -218,9 +219,10 @@ impl Handle {
             .await??)
     }
 
-    /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss.
-    pub async fn detach(&self, socket: u64) {
-        let _ = self.tx.send(Request::Detach { socket }).await;
+    /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss,
+    /// and `cause` says whether the client closed it politely (docs/rescue.md#flap-damping).
+    pub async fn detach(&self, socket: u64, cause: LossCause) {
+        let _ = self.tx.send(Request::Detach { socket, cause }).await;
     }
 
     /// Moves a manual clock forward and lets the driver fire what became due; returns once
@@ -502,9 +504,11 @@ impl Driver {
                         let _ = reply.send(r);
                     }));
                 }
-                Request::Detach { socket } => {
+                Request::Detach { socket, cause } => {
                     if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
-                        let _ = self.core.handle(now, Command::DetachPanel { socket });
+                        let _ = self
+                            .core
+                            .handle(now, Command::DetachPanel { socket, cause });
                         self.route_effects(&mut pending);
                     }
                 }
@@ -550,7 +554,13 @@ impl Driver {
                     self.metrics
                         .sockets_dropped_slow
                         .fetch_add(1, Ordering::Relaxed);
-                    let _ = self.core.handle(now, Command::DetachPanel { socket });
+                    let _ = self.core.handle(
+                        now,
+                        Command::DetachPanel {
+                            socket,
+                            cause: LossCause::TooSlow,
+                        },
+                    );
                 }
             }
         }

@@ -109,6 +109,8 @@ pub struct SearchQuery {
     /// Matches the conversation's current `agent` field.
     pub agent: Option<String>,
     pub channel: Option<Channel>,
+    /// Only conversations older than this one (ids sort by creation): the next page.
+    pub before: Option<Uuid>,
     /// At most this many results; capped at [`SearchQuery::MAX_LIMIT`]; `0` finds nothing.
     pub limit: usize,
 }
@@ -135,6 +137,7 @@ impl Default for SearchQuery {
             queue: None,
             agent: None,
             channel: None,
+            before: None,
             limit: Self::DEFAULT_LIMIT,
         }
     }
@@ -334,8 +337,9 @@ impl Store {
         }
         let txn = self.db.begin_read()?;
         let conversations = txn.open_table(CONVERSATIONS)?;
+        let below = q.before.map_or(u128::MAX, |b| b.as_u128());
         if q.status.is_some_and(|s| !s.is_closed()) {
-            for entry in txn.open_table(OPEN_CONVERSATIONS)?.iter()?.rev() {
+            for entry in txn.open_table(OPEN_CONVERSATIONS)?.range(..below)?.rev() {
                 let key = entry?.0.value();
                 let c = get_conversation(&conversations, key)?
                     .ok_or_else(|| dangling("open_conversations", "conversations", uuid(key)))?;
@@ -347,7 +351,7 @@ impl Store {
                 }
             }
         } else {
-            for entry in conversations.iter()?.rev() {
+            for entry in conversations.range(..below)?.rev() {
                 let (k, v) = entry?;
                 let c: Conversation = decode("conversations", || uuid(k.value()), v.value())?;
                 if q.matches(&c) {

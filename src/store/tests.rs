@@ -440,6 +440,42 @@ fn search_filters_and_lists_newest_first() {
 }
 
 #[test]
+fn search_pages_with_before_walk_all_history_newest_first() {
+    let store = Store::in_memory().unwrap();
+    let writes: Vec<Write> = (1..=5u128)
+        .map(|n| {
+            let status = if n == 4 {
+                Status::InQueue
+            } else {
+                Status::Handled
+            };
+            put(&conversation(n, n, status))
+        })
+        .collect();
+    store.apply(&writes).unwrap();
+    let page = |before: Option<Uuid>, status: Option<Status>| -> Vec<Uuid> {
+        store
+            .search(&SearchQuery {
+                before,
+                status,
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(page(None, None), vec![id(5), id(4)]);
+    assert_eq!(page(Some(id(4)), None), vec![id(3), id(2)]);
+    assert_eq!(page(Some(id(2)), None), vec![id(1)]);
+    assert_eq!(page(Some(id(1)), None), Vec::<Uuid>::new());
+    // Filters apply to the page after the cursor, open work included.
+    assert_eq!(page(Some(id(5)), Some(Status::InQueue)), vec![id(4)]);
+    assert_eq!(page(Some(id(4)), Some(Status::InQueue)), Vec::<Uuid>::new());
+}
+
+#[test]
 fn search_limit_is_capped() {
     let store = Store::in_memory().unwrap();
     let writes: Vec<Write> = (1..=1005u128)
@@ -725,6 +761,7 @@ fn chat_config() -> Config {
         session_lost_prompt: Some("You will be connected to another agent.".into()),
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     });
     cfg.agents.push(AgentConfig {
         id: "alice".into(),
@@ -834,7 +871,14 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
     store = commit_and_reopen(store, &mut core, &path);
 
     let t5 = t0.plus_ms(5_000);
-    core.handle(t5, Command::DetachPanel { socket: 1 }).unwrap();
+    core.handle(
+        t5,
+        Command::DetachPanel {
+            socket: 1,
+            cause: crate::core::LossCause::Closed,
+        },
+    )
+    .unwrap();
     store = commit_and_reopen(store, &mut core, &path);
 
     // During the grace period the chat stays with the agent and the draft is kept.
@@ -851,6 +895,11 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         Some(t5.ts().plus(cfg.resilience.session_grace))
     );
 
+    // The reconnecting prompt's delay passes first; then the deadline.
+    let prompt_at = t5.plus_ms(cfg.resilience.reconnecting_prompt_delay.as_millis() as u64);
+    assert_eq!(core.poll_timeout(), Some(prompt_at.mono));
+    core.handle_timeout(prompt_at);
+    store = commit_and_reopen(store, &mut core, &path);
     let deadline = t5.plus_ms(grace);
     assert_eq!(core.poll_timeout(), Some(deadline.mono));
     core.handle_timeout(deadline);

@@ -82,10 +82,10 @@ impl Core {
                 let Some(c) = self.work.conversations.get(&id) else {
                     continue;
                 };
-                let Some(pos) = candidates
-                    .iter()
-                    .position(|(_, a)| !c.declined_by.contains(a))
-                else {
+                let reserved = self.reserved_for(id);
+                let Some(pos) = candidates.iter().position(|(_, a)| {
+                    !c.declined_by.contains(a) && reserved.is_none_or(|r| r == a)
+                }) else {
                     continue;
                 };
                 let agent = candidates[pos].1.clone();
@@ -316,7 +316,7 @@ impl Core {
         deadline: Timestamp,
         id: Uuid,
         agent: &str,
-    ) {
+    ) -> Option<Uuid> {
         self.event(
             now,
             id,
@@ -330,9 +330,7 @@ impl Core {
             Status::Handled,
             DisconnectReason::AgentSessionLost,
         );
-        let Some(orig) = self.work.conversations.get(&id).cloned() else {
-            return;
-        };
+        let orig = self.work.conversations.get(&id).cloned()?;
         let position = self
             .queue_cfg(&orig.queue)
             .map(|q| q.requeue_position)
@@ -408,5 +406,6 @@ impl Core {
         if let Some(text) = prompt {
             self.send_prompt(now, new_id, text);
         }
+        Some(new_id)
     }
 }
