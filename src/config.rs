@@ -7,7 +7,6 @@
 //! each prefixed with the key path it concerns (`agents[2].queues: ...`).
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,125 +79,9 @@ impl ConfigError {
 // Durations
 // ---------------------------------------------------------------------------------------------
 
-/// The longest duration [`parse_duration`] accepts: ten years. Anything longer is a typo, and
-/// adding it to a monotonic instant could overflow.
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-const DURATION_HELP: &str =
-    "a whole number followed by a unit ms, s, m or h, e.g. \"60s\", \"500ms\", \"2m\", \"1h\"";
-
-/// Parses a duration written as a whole number followed by a unit: `ms`, `s`, `m` or `h`
-/// (`"500ms"`, `"60s"`, `"2m"`, `"1h"`). No spaces, signs, fractions or other units.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(digits_end);
-    if s.is_empty() {
-        return Err(format!("empty duration: expected {DURATION_HELP}"));
-    }
-    if number.is_empty() {
-        return Err(format!(
-            "invalid duration \"{s}\": expected {DURATION_HELP}"
-        ));
-    }
-    if unit.starts_with('.') {
-        return Err(format!(
-            "invalid duration \"{s}\": fractions are not supported, use a smaller unit (e.g. \"1500ms\" instead of \"1.5s\")"
-        ));
-    }
-    if unit.is_empty() {
-        return Err(format!(
-            "invalid duration \"{s}\": missing unit, expected {DURATION_HELP}"
-        ));
-    }
-    let too_large = || format!("invalid duration \"{s}\": too large (at most 87600h)");
-    let n: u64 = number.parse().map_err(|_| too_large())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
-        other => {
-            return Err(format!(
-                "invalid duration \"{s}\": unknown unit \"{other}\", expected {DURATION_HELP}"
-            ));
-        }
-    };
-    if d > MAX_DURATION {
-        return Err(too_large());
-    }
-    Ok(d)
-}
-
-/// Writes a duration in the form [`parse_duration`] reads, using the largest unit that
-/// represents it exactly (`"1h"`, `"5m"`, `"15s"`, `"500ms"`). Sub-millisecond parts, which
-/// the format cannot express, are dropped.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".to_owned()
-    } else if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// A `Duration` that (de)serializes as a duration string.
-struct DurationStr(Duration);
-
-impl<'de> Deserialize<'de> for DurationStr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = DurationStr;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string such as \"60s\", \"500ms\", \"2m\" or \"1h\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationStr, E> {
-                parse_duration(v).map(DurationStr).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
-/// `#[serde(with = "duration_str")]` for `Duration` fields: `"60s"`, `"500ms"`, `"2m"`, `"1h"`.
-pub mod duration_str {
-    use super::{DurationStr, format_duration};
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        DurationStr::deserialize(d).map(|v| v.0)
-    }
-}
-
-/// `#[serde(default, with = "option_duration_str", skip_serializing_if = "Option::is_none")]`
-/// for `Option<Duration>` fields: absent key = `None`.
-pub mod option_duration_str {
-    use super::{DurationStr, format_duration};
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<DurationStr>::deserialize(d).map(|v| v.map(|v| v.0))
-    }
-}
+pub use switchboard_core::duration::{
+    duration_str, format_duration, option_duration_str, parse_duration,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Schema
@@ -414,87 +297,7 @@ impl Default for OutboundConfig {
     }
 }
 
-/// A communication channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Voice,
-    Chat,
-    Email,
-}
-
-impl Channel {
-    /// All channels, in declaration order.
-    pub const ALL: [Channel; 3] = [Channel::Voice, Channel::Chat, Channel::Email];
-
-    /// The wire name: `voice`, `chat`, `email`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Channel::Voice => "voice",
-            Channel::Chat => "chat",
-            Channel::Email => "email",
-        }
-    }
-
-    /// Offer timeout of a queue on this channel that sets none: voice 60s, chat and email 120s.
-    pub fn default_offer_timeout(&self) -> Duration {
-        match self {
-            Channel::Voice => Duration::from_secs(60),
-            Channel::Chat | Channel::Email => Duration::from_secs(120),
-        }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where a chat requeued after its agent's session was lost goes in the queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequeuePosition {
-    /// Keep the original `queue_arrival_time`.
-    #[default]
-    Original,
-    /// Ahead of everything waiting.
-    Front,
-    /// Arrival time = now.
-    Back,
-}
-
-/// `[[queues]]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    pub id: String,
-    pub name: String,
-    pub channel: Channel,
-    /// `None` means the channel's default; see [`QueueConfig::effective_offer_timeout`].
-    #[serde(
-        default,
-        with = "option_duration_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub offer_timeout: Option<Duration>,
-    #[serde(default)]
-    pub not_ready_after_no_response: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_lost_prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reconnecting_prompt: Option<String>,
-    #[serde(default)]
-    pub requeue_position: RequeuePosition,
-}
-
-impl QueueConfig {
-    /// The configured `offer_timeout`, or the channel default (voice 60s, chat/email 120s).
-    pub fn effective_offer_timeout(&self) -> Duration {
-        self.offer_timeout
-            .unwrap_or_else(|| self.channel.default_offer_timeout())
-    }
-}
+pub use switchboard_core::policy::{Capacity, Channel, QueueConfig, RequeuePosition};
 
 /// `[[agents]]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -511,35 +314,6 @@ pub struct AgentConfig {
     pub queues: Vec<String>,
     #[serde(default)]
     pub capacity: Capacity,
-}
-
-/// How many conversations of each channel an agent may have at once (offered work counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Capacity {
-    pub voice: u32,
-    pub chat: u32,
-    pub email: u32,
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Self {
-            voice: 1,
-            chat: 3,
-            email: 5,
-        }
-    }
-}
-
-impl Capacity {
-    pub fn for_channel(&self, channel: Channel) -> u32 {
-        match channel {
-            Channel::Voice => self.voice,
-            Channel::Chat => self.chat,
-            Channel::Email => self.email,
-        }
-    }
 }
 
 /// `[[supervisors]]`
@@ -566,6 +340,47 @@ pub struct ApiKeyConfig {
 // ---------------------------------------------------------------------------------------------
 
 impl Config {
+    /// What the core enforces of this configuration (queues, agents, grace, limits).
+    pub fn policy(&self) -> switchboard_core::policy::Policy {
+        use switchboard_core::policy::{
+            AgentPolicy, LimitsPolicy, Policy, ResiliencePolicy, RetryPolicy, SupervisorPolicy,
+        };
+        Policy {
+            resilience: ResiliencePolicy {
+                session_grace: self.resilience.session_grace,
+            },
+            limits: LimitsPolicy {
+                max_message_chars: self.limits.max_message_chars,
+                max_email_bytes: self.limits.max_email_bytes,
+                max_sockets_per_session: self.limits.max_sockets_per_session,
+            },
+            outbound: RetryPolicy {
+                max_attempts: self.outbound.max_attempts,
+                initial_backoff: self.outbound.initial_backoff,
+                max_backoff: self.outbound.max_backoff,
+            },
+            queues: self.queues.clone(),
+            agents: self
+                .agents
+                .iter()
+                .map(|a| AgentPolicy {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    queues: a.queues.clone(),
+                    capacity: a.capacity,
+                })
+                .collect(),
+            supervisors: self
+                .supervisors
+                .iter()
+                .map(|s| SupervisorPolicy {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Parses and validates a configuration from TOML text.
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(s).map_err(|e| ConfigError::Parse {
@@ -1301,7 +1116,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn duration_strings_round_trip(ms in 0u64..=MAX_DURATION.as_millis() as u64) {
+        fn duration_strings_round_trip(ms in 0u64..=switchboard_core::duration::MAX_DURATION.as_millis() as u64) {
             let d = Duration::from_millis(ms);
             proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }

@@ -383,7 +383,7 @@ impl Driver {
     ) -> Result<(Driver, Handle), DriverError> {
         let now = clock.now();
         let seed = rand::random::<u64>();
-        let mut core = Core::new(cfg, seed, now);
+        let mut core = Core::new(Arc::new(cfg.policy()), seed, now);
         let restored: Restored = store.load()?;
         core.restore(restored, now);
         store.apply(&core.take_writes())?;
@@ -509,7 +509,7 @@ impl Driver {
                     }
                 }
                 Request::Reload { cfg } => {
-                    self.core.apply_config(&cfg, now);
+                    self.core.apply_policy(&Arc::new(cfg.policy()), now);
                     self.route_effects(&mut pending);
                 }
                 Request::Inspect { f } => f(&self.core),

@@ -14,7 +14,7 @@
 
 pub mod app;
 pub mod config;
-pub mod core;
+pub use switchboard_core::core;
 pub mod demo;
 pub mod driver;
 pub mod http;
@@ -23,4 +23,4 @@ pub mod service;
 pub mod sip;
 pub mod store;
 pub mod tls;
-pub mod wheel;
+pub use switchboard_core::wheel;

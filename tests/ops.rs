@@ -557,7 +557,7 @@ async fn reload_installs_new_queues_and_agents_in_the_core_and_keeps_the_listen_
     let (core_queues, core_agents) = app
         .handle
         .inspect(|core| {
-            let c = core.config();
+            let c = core.policy();
             (
                 c.queues.iter().map(|q| q.id.clone()).collect::<Vec<_>>(),
                 c.agents.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),

@@ -1,8 +1,7 @@
 //! SIP registrar over UDP. `message` (syntax) and `registrar` (REGISTER, digest auth) are pure
 //! protocol logic: no tokio, no sockets, no clock. The UDP adapter that drives them lives here.
 
-pub mod message;
-pub mod registrar;
+pub use switchboard_core::sip::{message, registrar};
 pub mod udp;
 
 pub use udp::serve;

@@ -756,7 +756,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         mono: 1_000,
         wall: T0,
     };
-    let mut core = Core::new(cfg.clone(), 7, t0);
+    let mut core = Core::new(Arc::new(cfg.policy()), 7, t0);
     let mut store = Store::open(&path).unwrap();
     let agent_token = [1u8; 32];
     let customer_token = [2u8; 32];
@@ -927,7 +927,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
 
     // A restart from this store: the new core has the chat waiting, nothing written twice.
     let boot = deadline.plus_ms(1_000);
-    let mut rebooted = Core::new(cfg, 8, boot);
+    let mut rebooted = Core::new(Arc::new(cfg.policy()), 8, boot);
     rebooted.restore(restored, boot);
     assert_eq!(
         rebooted.conversation(&requeued.id).map(|c| c.status),

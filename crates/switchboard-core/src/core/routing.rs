@@ -4,7 +4,7 @@
 
 use super::model::*;
 use super::*;
-use crate::config::RequeuePosition;
+use crate::policy::RequeuePosition;
 
 impl Core {
     /// Puts a conversation in its queue (`in_queue`) at its rank.

@@ -369,7 +369,7 @@ impl Core {
         text: String,
         queue: String,
     ) -> Result<Reply, Rejection> {
-        let max = self.cfg.limits.max_email_bytes;
+        let max = self.policy.limits.max_email_bytes;
         if subject.len() + text.len() > max {
             return Err(Rejection::TooLarge(format!(
                 "subject and text are larger than {max} bytes (limits.max_email_bytes)"
@@ -409,7 +409,7 @@ impl Core {
             return Ok(Reply::Done);
         };
         item.attempts += 1;
-        let max = self.cfg.outbound.max_attempts;
+        let max = self.policy.outbound.max_attempts;
         let outcome = if delivered {
             Some(Delivery::Delivered)
         } else if item.attempts >= max {
@@ -425,8 +425,8 @@ impl Core {
                 let _ = error;
             }
             None => {
-                let base = self.cfg.outbound.initial_backoff.as_millis() as u64;
-                let cap = self.cfg.outbound.max_backoff.as_millis() as u64;
+                let base = self.policy.outbound.initial_backoff.as_millis() as u64;
+                let cap = self.policy.outbound.max_backoff.as_millis() as u64;
                 let delay = base.saturating_mul(1u64 << item.attempts.min(20)).min(cap);
                 item.next_attempt_at = Timestamp(now.wall + delay as i64);
                 self.wheel.insert(now.mono + delay, Timer::Outbox(message));

@@ -3,7 +3,7 @@
 //! codec) and what the views render. No I/O, no clock.
 
 use super::time::Timestamp;
-use crate::config::Channel;
+use crate::policy::Channel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;

@@ -26,7 +26,7 @@ pub use command::{BindingUpdate, Command, Principal, Rejection, Reply, Target};
 pub use effect::{Effect, Write};
 pub use time::{Now, Timestamp};
 
-use crate::config::{Channel, Config, QueueConfig};
+use crate::policy::{Channel, Policy, QueueConfig};
 use crate::wheel::Wheel;
 use model::*;
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -73,7 +73,7 @@ pub(crate) struct AgentRt {
     pub assigned: BTreeSet<Uuid>,
     /// From the configuration in force (refreshed on reload).
     pub name: String,
-    pub capacity: crate::config::Capacity,
+    pub capacity: crate::policy::Capacity,
     /// What the panel was last told, to push only real changes.
     pub sent_caps: Capabilities,
     pub sent_banners: Vec<Banner>,
@@ -137,7 +137,7 @@ pub struct Restored {
 
 /// The state machine.
 pub struct Core {
-    cfg: Arc<Config>,
+    policy: Arc<Policy>,
     queues: BTreeMap<String, QueueRt>,
     agents: BTreeMap<AgentId, AgentRt>,
     supervisors: BTreeMap<String, String>,
@@ -192,9 +192,9 @@ const SIP_LOST_TEXT: &str =
 
 impl Core {
     /// A core with no state yet; `seed` feeds id generation (fixed in tests).
-    pub fn new(cfg: Arc<Config>, seed: u64, now: Now) -> Core {
+    pub fn new(policy: Arc<Policy>, seed: u64, now: Now) -> Core {
         let mut core = Core {
-            cfg: cfg.clone(),
+            policy: policy.clone(),
             queues: BTreeMap::new(),
             agents: BTreeMap::new(),
             supervisors: BTreeMap::new(),
@@ -220,16 +220,16 @@ impl Core {
             counters: Counters::default(),
             last_id: (i64::MIN, 0),
         };
-        core.apply_config(&cfg, now);
+        core.apply_policy(&policy, now);
         core
     }
 
     /// Installs queues, agents and supervisors from the configuration (at start and on reload).
     /// Work in queues that no longer exist stays where it is until handled.
-    pub fn apply_config(&mut self, cfg: &Arc<Config>, now: Now) {
-        self.cfg = cfg.clone();
+    pub fn apply_policy(&mut self, policy: &Arc<Policy>, now: Now) {
+        self.policy = policy.clone();
         let mut queues = BTreeMap::new();
-        for q in &cfg.queues {
+        for q in &policy.queues {
             let waiting = self
                 .queues
                 .remove(&q.id)
@@ -252,13 +252,13 @@ impl Core {
         }
         // Agents no longer in the configuration take no new work.
         for rt in self.agents.values_mut() {
-            rt.capacity = crate::config::Capacity {
+            rt.capacity = crate::policy::Capacity {
                 voice: 0,
                 chat: 0,
                 email: 0,
             };
         }
-        for a in &cfg.agents {
+        for a in &policy.agents {
             for q in &a.queues {
                 if let Some(rt) = queues.get_mut(q) {
                     rt.members.push(a.id.clone());
@@ -283,7 +283,7 @@ impl Core {
             rt.capacity = a.capacity;
         }
         self.queues = queues;
-        self.supervisors = cfg
+        self.supervisors = policy
             .supervisors
             .iter()
             .map(|s| (s.id.clone(), s.name.clone()))
@@ -370,7 +370,7 @@ impl Core {
                     if s.state == SessionState::Connected || s.deadline.is_none() {
                         s.state = SessionState::Disconnected;
                         s.disconnected_at = Some(now.ts());
-                        s.deadline = Some(now.ts().plus(self.cfg.resilience.session_grace));
+                        s.deadline = Some(now.ts().plus(self.policy.resilience.session_grace));
                         self.writes.push(Write::Session(Box::new(s.clone())));
                     }
                     if let Some(d) = s.deadline {
@@ -620,8 +620,8 @@ impl Core {
         self.timelines.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.cfg
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     pub fn counters(&self) -> Counters {
@@ -693,7 +693,7 @@ impl Core {
         if text.is_empty() {
             return Err(Rejection::Invalid("text must not be empty".into()));
         }
-        let max = self.cfg.limits.max_message_chars;
+        let max = self.policy.limits.max_message_chars;
         if text.chars().count() > max {
             return Err(Rejection::TooLarge(format!(
                 "text is longer than {max} characters (limits.max_message_chars)"

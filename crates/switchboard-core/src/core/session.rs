@@ -99,7 +99,7 @@ impl Core {
         let Some(agent) = self.agents.get(&user) else {
             return Err(Rejection::Unauthorized);
         };
-        let grace = self.cfg.resilience.session_grace;
+        let grace = self.policy.resilience.session_grace;
         let existing = agent.session.filter(|s| self.sessions.contains_key(s));
         let id = match existing {
             Some(id) => {
@@ -230,7 +230,7 @@ impl Core {
         socket: u64,
     ) -> Result<Reply, Rejection> {
         let (agent, sid) = self.agent_of(token, now)?;
-        let max = self.cfg.limits.max_sockets_per_session;
+        let max = self.policy.limits.max_sockets_per_session;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Err(Rejection::Unauthorized);
         };
@@ -283,7 +283,7 @@ impl Core {
     /// The last panel socket of a session is gone (tab closed, network drop, heartbeat
     /// timeout: all the same event).
     fn connection_lost(&mut self, now: Now, sid: Uuid) {
-        let grace = self.cfg.resilience.session_grace;
+        let grace = self.policy.resilience.session_grace;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };

@@ -3,8 +3,8 @@
 use super::model::*;
 use super::view::{ChatEvent, PanelEvent};
 use super::*;
-use crate::config::{
-    AgentConfig, Capacity, Config, QueueConfig, RequeuePosition, SupervisorConfig,
+use crate::policy::{
+    AgentPolicy, Capacity, Channel, Policy, QueueConfig, RequeuePosition, SupervisorPolicy,
 };
 use std::time::Duration;
 
@@ -24,19 +24,17 @@ fn queue(id: &str, channel: Channel) -> QueueConfig {
     }
 }
 
-fn agent(id: &str, queues: &[&str]) -> AgentConfig {
-    AgentConfig {
+fn agent(id: &str, queues: &[&str]) -> AgentPolicy {
+    AgentPolicy {
         id: id.into(),
         name: format!("Agent {id}"),
-        password_hash: String::new(),
-        sip_password: format!("{id}-sip"),
         queues: queues.iter().map(|q| q.to_string()).collect(),
         capacity: Capacity::default(),
     }
 }
 
-fn config() -> Config {
-    let mut cfg = Config::default();
+fn config() -> Policy {
+    let mut cfg = Policy::default();
     let mut support = queue("support", Channel::Chat);
     support.session_lost_prompt =
         Some("Sorry, your agent was disconnected. You keep your place.".into());
@@ -55,10 +53,9 @@ fn config() -> Config {
         agent("bob", &["support", "front", "back", "phones", "mail"]),
         agent("carol", &["support"]),
     ];
-    cfg.supervisors = vec![SupervisorConfig {
+    cfg.supervisors = vec![SupervisorPolicy {
         id: "sam".into(),
         name: "Sam".into(),
-        password_hash: String::new(),
     }];
     cfg
 }
@@ -83,7 +80,7 @@ impl Sim {
         Sim::with(config())
     }
 
-    fn with(cfg: Config) -> Sim {
+    fn with(cfg: Policy) -> Sim {
         let now = Now {
             mono: 1_000,
             wall: START,
@@ -392,7 +389,7 @@ impl Sim {
             mono: self.now.mono + gap_ms,
             wall: self.now.wall + gap_ms as i64,
         };
-        self.core = Core::new(self.core.config().clone(), 8, self.now);
+        self.core = Core::new(self.core.policy().clone(), 8, self.now);
         self.core.restore(restored, self.now);
         self.flush();
     }
@@ -1260,7 +1257,7 @@ fn sessions_of_agents_removed_from_the_configuration_end_at_boot() {
 fn messages_over_the_size_limit_are_refused_and_change_nothing() {
     let mut sim = Sim::new();
     let (_, ct) = sim.chat("support", "Dana");
-    let max = sim.core.config().limits.max_message_chars;
+    let max = sim.core.policy().limits.max_message_chars;
     let long = "x".repeat(max + 1);
     assert!(matches!(
         sim.cmd(Command::CustomerMessage {

@@ -75,7 +75,7 @@ impl Core {
                 disconnected_at: s.rec.disconnected_at,
                 deadline: s.rec.deadline,
             });
-        let cfg = self.cfg.agents.iter().find(|c| c.id == a.rec.id);
+        let cfg = self.policy.agents.iter().find(|c| c.id == a.rec.id);
         let open = self
             .conversations
             .values()
@@ -105,7 +105,7 @@ impl Core {
     }
 
     pub(super) fn agent_views(&self) -> Vec<AgentView> {
-        self.cfg
+        self.policy
             .agents
             .iter()
             .filter_map(|c| self.agents.get(&c.id))

@@ -6,7 +6,7 @@ use super::model::{
     Presence, SessionState, Status,
 };
 use super::time::Timestamp;
-use crate::config::Channel;
+use crate::policy::Channel;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;

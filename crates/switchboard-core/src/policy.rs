@@ -1,0 +1,198 @@
+//! Pure layer: the routing policy the core enforces — channels, queues and their settings,
+//! agents' capacities and memberships, the grace period and the limits on what customers and
+//! agents may send. The configuration file is parsed elsewhere; it hands the core a [`Policy`]
+//! built from it, so the core never sees listen addresses, password hashes or keys.
+
+use crate::duration::option_duration_str;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Everything the core needs to know from the configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub resilience: ResiliencePolicy,
+    pub limits: LimitsPolicy,
+    pub outbound: RetryPolicy,
+    pub queues: Vec<QueueConfig>,
+    pub agents: Vec<AgentPolicy>,
+    pub supervisors: Vec<SupervisorPolicy>,
+}
+
+/// How long a disconnected agent's session is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResiliencePolicy {
+    pub session_grace: Duration,
+}
+
+impl Default for ResiliencePolicy {
+    fn default() -> Self {
+        Self {
+            session_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Size limits the core checks on what it stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsPolicy {
+    pub max_message_chars: usize,
+    pub max_email_bytes: usize,
+    pub max_sockets_per_session: usize,
+}
+
+impl Default for LimitsPolicy {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 4000,
+            max_email_bytes: 262_144,
+            max_sockets_per_session: 4,
+        }
+    }
+}
+
+/// Retries of outbound deliveries (replies to SMS, social and email customers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// An agent as routing sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPolicy {
+    pub id: String,
+    pub name: String,
+    /// Queue ids.
+    pub queues: Vec<String>,
+    pub capacity: Capacity,
+}
+
+/// A supervisor as the core sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorPolicy {
+    pub id: String,
+    pub name: String,
+}
+
+/// A communication channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Voice,
+    Chat,
+    Email,
+}
+
+impl Channel {
+    /// All channels, in declaration order.
+    pub const ALL: [Channel; 3] = [Channel::Voice, Channel::Chat, Channel::Email];
+
+    /// The wire name: `voice`, `chat`, `email`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Voice => "voice",
+            Channel::Chat => "chat",
+            Channel::Email => "email",
+        }
+    }
+
+    /// Offer timeout of a queue on this channel that sets none: voice 60s, chat and email 120s.
+    pub fn default_offer_timeout(&self) -> Duration {
+        match self {
+            Channel::Voice => Duration::from_secs(60),
+            Channel::Chat | Channel::Email => Duration::from_secs(120),
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a chat requeued after its agent's session was lost goes in the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequeuePosition {
+    /// Keep the original `queue_arrival_time`.
+    #[default]
+    Original,
+    /// Ahead of everything waiting.
+    Front,
+    /// Arrival time = now.
+    Back,
+}
+
+/// `[[queues]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub id: String,
+    pub name: String,
+    pub channel: Channel,
+    /// `None` means the channel's default; see [`QueueConfig::effective_offer_timeout`].
+    #[serde(
+        default,
+        with = "option_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub offer_timeout: Option<Duration>,
+    #[serde(default)]
+    pub not_ready_after_no_response: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_lost_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnecting_prompt: Option<String>,
+    #[serde(default)]
+    pub requeue_position: RequeuePosition,
+}
+
+impl QueueConfig {
+    /// The configured `offer_timeout`, or the channel default (voice 60s, chat/email 120s).
+    pub fn effective_offer_timeout(&self) -> Duration {
+        self.offer_timeout
+            .unwrap_or_else(|| self.channel.default_offer_timeout())
+    }
+}
+
+/// How many conversations of each channel an agent may have at once (offered work counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capacity {
+    pub voice: u32,
+    pub chat: u32,
+    pub email: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            voice: 1,
+            chat: 3,
+            email: 5,
+        }
+    }
+}
+
+impl Capacity {
+    pub fn for_channel(&self, channel: Channel) -> u32 {
+        match channel {
+            Channel::Voice => self.voice,
+            Channel::Chat => self.chat,
+            Channel::Email => self.email,
+        }
+    }
+}

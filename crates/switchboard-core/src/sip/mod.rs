@@ -1,0 +1,6 @@
+//! Pure layer: SIP protocol rules. `message` is RFC 3261 syntax (parse and serialize);
+//! `registrar` decides REGISTER requests and digest authentication. No sockets, no clock: the
+//! UDP adapter in the server crate moves the datagrams and passes the time in.
+
+pub mod message;
+pub mod registrar;
