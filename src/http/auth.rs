@@ -442,7 +442,10 @@ mod tests {
         while checks.waiting.load(Ordering::SeqCst) < WAITING_PER_SLOT {
             tokio::task::yield_now().await;
         }
-        let err = checks.verify(cheap_hash("x"), "x".into()).await.unwrap_err();
+        let err = checks
+            .verify(cheap_hash("x"), "x".into())
+            .await
+            .unwrap_err();
         assert_eq!(err.code, "overloaded");
         drop(held);
         for w in waiters {

@@ -28,12 +28,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     "the request body is larger than limits.max_body_bytes",
                 ))
             }
+            Err(JsonRejection::BytesRejection(e)) if caused_by_body_timeout(&e) => {
+                Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body was not received within limits.http_body_timeout",
+                ))
+            }
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
                 "expected a JSON body with Content-Type: application/json",
             )),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }
+}
+
+/// Whether reading the body failed because its deadline passed.
+fn caused_by_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<super::server::BodyTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The SHA-256 of a bearer token: tokens are stored and compared only as hashes.
@@ -100,7 +119,7 @@ pub fn query_token(query: Option<&str>) -> Option<&str> {
     query?
         .split('&')
         .find_map(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == "token" => Some(v),
+            Some(("token", v)) => Some(v),
             None if pair == "token" => Some(""),
             _ => None,
         })
