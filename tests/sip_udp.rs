@@ -1,4 +1,4 @@
-//! Integration tests of the SIP registrar over real UDP (SPEC §6): a minimal user agent client
+//! Integration tests of the SIP registrar over real UDP (docs/sip.md): a minimal user agent client
 //! built here talks to a TestServer's SIP socket; binding expiry runs on the manual clock.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -1,6 +1,7 @@
-//! HTTP adapter: who is calling — password login and logout (SPEC §2), integration API keys,
-//! and the per-address rate limits (`limits.login_per_minute`, `limits.chats_per_minute`).
-//! Passwords are checked here (argon2id, off the async threads); sessions live in the core.
+//! HTTP adapter: who is calling — password login and logout (docs/sessions.md#login), integration
+//! API keys, and the per-address rate limits (`limits.login_per_minute`,
+//! `limits.chats_per_minute`). Passwords are checked here (argon2id, off the async threads);
+//! sessions live in the core.
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};

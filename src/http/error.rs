@@ -1,4 +1,4 @@
-//! HTTP adapter: every error response in one place (SPEC §7):
+//! HTTP adapter: every error response in one place (docs/api.md#errors):
 //! `{"error": "<snake_case_code>", "message": "<text>"}` with the matching status.
 
 use crate::core::Rejection;

@@ -1,5 +1,5 @@
-//! HTTP adapter: request extractors that turn every malformed input into a SPEC §7 error
-//! (`ApiJson` for bodies, `Bearer` for the Authorization header, `ClientIp`).
+//! HTTP adapter: request extractors that turn every malformed input into an error of
+//! docs/api.md#errors (`ApiJson` for bodies, `Bearer` for the Authorization header, `ClientIp`).
 
 use super::error::ApiError;
 use axum::extract::rejection::JsonRejection;

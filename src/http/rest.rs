@@ -1,4 +1,4 @@
-//! HTTP adapter: the REST API of SPEC §7 under `/api/v1` (plus `/healthz`, `/readyz`,
+//! HTTP adapter: the REST API (docs/api.md) under `/api/v1` (plus `/healthz`, `/readyz`,
 //! `/metrics`). Handlers are thin: authenticate, validate the JSON, turn it into a
 //! [`Command`](crate::core::Command), and map the core's [`Reply`] back to JSON. Every rule
 //! (roles, ownership, states) lives in the core; every error goes through [`ApiError`].

@@ -1,5 +1,6 @@
-//! HTTP adapter: the customer's web chat routes (SPEC §7) — start a chat (anyone, limited per
-//! address), read it, send, leave. The customer token opens only its own thread.
+//! HTTP adapter: the customer's web chat routes (docs/api.md#customer-routes) — start a chat
+//! (anyone, limited per address), read it, send, leave. The customer token opens only its own
+//! thread.
 
 use super::agent::TextBody;
 use super::{Body, message_text, ok, respond};

@@ -1,4 +1,4 @@
-//! HTTP adapter: the three WebSockets of SPEC §2 and §7 — the agent panel
+//! HTTP adapter: the three WebSockets of docs/api.md#websockets — the agent panel
 //! (`/api/v1/agent/ws`), the customer chat (`/api/v1/chat/ws`) and the supervisor Dashboard
 //! (`/api/v1/dashboard/ws`). Each authenticates before the upgrade, attaches to the driver,
 //! sends its snapshot and then runs the generic loop of [`conn`]. No rule lives here: the
