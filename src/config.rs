@@ -233,6 +233,17 @@ pub struct LimitsConfig {
     pub login_per_minute: u32,
     /// Per client IP.
     pub chats_per_minute: u32,
+    /// Open HTTP connections (WebSockets included) at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head.
+    #[serde(with = "duration_str")]
+    pub http_header_timeout: Duration,
+    /// Longest a client may take to send a request's body.
+    #[serde(with = "duration_str")]
+    pub http_body_timeout: Duration,
+    /// An HTTP connection on which nothing moves for this long is closed.
+    #[serde(with = "duration_str")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -248,6 +259,10 @@ impl Default for LimitsConfig {
             max_sockets_per_session: 4,
             login_per_minute: 10,
             chats_per_minute: 10,
+            max_connections: 10_000,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -581,11 +596,15 @@ impl Config {
             ("limits.ws_read_buffer_bytes", l.ws_read_buffer_bytes),
             ("limits.ws_write_buffer_bytes", l.ws_write_buffer_bytes),
             ("limits.max_sockets_per_session", l.max_sockets_per_session),
+            ("limits.max_connections", l.max_connections),
         ] {
             v.positive(key, n as u64);
         }
         v.positive("limits.login_per_minute", u64::from(l.login_per_minute));
         v.positive("limits.chats_per_minute", u64::from(l.chats_per_minute));
+        v.positive_duration("limits.http_header_timeout", l.http_header_timeout);
+        v.positive_duration("limits.http_body_timeout", l.http_body_timeout);
+        v.positive_duration("limits.http_idle_timeout", l.http_idle_timeout);
         if l.ws_max_frame_bytes > l.ws_max_message_bytes {
             v.push(format!(
                 "limits.ws_max_frame_bytes ({}) is greater than limits.ws_max_message_bytes ({})",
