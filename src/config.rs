@@ -190,6 +190,19 @@ pub struct SipConfig {
     pub max_failed_auth_per_minute: u32,
     /// Contacts one agent may have registered at once.
     pub max_bindings_per_agent: usize,
+    /// Sources allowed to send calls in (IP addresses or CIDR blocks).
+    pub trunks: Vec<String>,
+    /// Where callbacks to customers go, as `sip:IP:PORT`.
+    pub outbound_proxy: Option<String>,
+    /// Most calls in progress at once.
+    pub max_calls: u32,
+}
+
+/// The address of `sip:IP[:PORT]` (port 5060 when absent).
+pub fn outbound_proxy_addr(uri: &str) -> Option<SocketAddr> {
+    let u = switchboard_core::sip::message::parse_sip_uri(uri.trim()).ok()?;
+    let ip: std::net::IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
+    Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
 }
 
 impl Default for SipConfig {
@@ -204,6 +217,9 @@ impl Default for SipConfig {
             nonce_ttl: Duration::from_secs(5 * 60),
             max_failed_auth_per_minute: 30,
             max_bindings_per_agent: 10,
+            trunks: Vec::new(),
+            outbound_proxy: None,
+            max_calls: 500,
         }
     }
 }
@@ -417,6 +433,20 @@ impl Config {
                     name: s.name.clone(),
                 })
                 .collect(),
+            calls: switchboard_core::policy::CallPolicy {
+                trunks: self
+                    .sip
+                    .trunks
+                    .iter()
+                    .filter_map(|t| switchboard_core::policy::Cidr::parse(t))
+                    .collect(),
+                outbound_proxy: self
+                    .sip
+                    .outbound_proxy
+                    .as_deref()
+                    .and_then(outbound_proxy_addr),
+                max_calls: self.sip.max_calls,
+            },
         }
     }
 
@@ -572,6 +602,21 @@ impl Config {
                 s.max_bindings_per_agent
             ));
         }
+        for t in &s.trunks {
+            if switchboard_core::policy::Cidr::parse(t).is_none() {
+                v.push(format!(
+                    "sip.trunks: {t:?} is not an IP address or a CIDR block (e.g. \"203.0.113.0/24\")"
+                ));
+            }
+        }
+        if let Some(p) = &s.outbound_proxy {
+            if outbound_proxy_addr(p).is_none() {
+                v.push(format!(
+                    "sip.outbound_proxy: {p:?} is not a SIP URI with an IP address (e.g. \"sip:203.0.113.10:5060\")"
+                ));
+            }
+        }
+        v.positive("sip.max_calls", u64::from(s.max_calls));
     }
 
     fn validate_limits(&self, v: &mut Problems) {
