@@ -1,12 +1,13 @@
-//! HTTP adapter: the axum router for SPEC §7 and §8 — REST handlers, WebSocket loops,
-//! embedded pages. Thin: every rule lives in the core; handlers authenticate, translate
-//! JSON to a [`Command`](crate::core::Command), and map the answer back.
+//! HTTP adapter: the axum router for docs/api.md and docs/pages.md — REST handlers, WebSocket
+//! loops, embedded pages. Thin: every rule lives in the core; handlers authenticate, translate JSON
+//! to a [`Command`](crate::core::Command), and map the answer back.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod server;
 
 use crate::app::SharedConfig;
 use crate::config::Config;
