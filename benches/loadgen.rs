@@ -475,7 +475,8 @@ fn write_config(dir: &Path, port: u16, a: &Args) -> Res<PathBuf> {
         "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n\
          [resilience]\nsession_grace = \"{}s\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"3s\"\n\n\
          [sip]\nenabled = false\n\n\
-         [limits]\nlogin_per_minute = 100000000\nchats_per_minute = 100000000\n\n\
+         [limits]\nlogin_per_minute = 100000000\nchats_per_minute = 100000000\n\
+         customer_messages_per_minute = 6000\nmax_connections = 18000\n\n\
          [log]\nlevel = \"warn\"\n\n",
         dir.join("data").display(),
         a.grace_secs
