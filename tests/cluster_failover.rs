@@ -252,16 +252,24 @@ async fn killing_the_active_node_under_chat_traffic_loses_nothing_acknowledged()
     let mut active = wait_active(&http, &nodes, Duration::from_secs(30)).await;
     nodes[1].start();
     wait_role(&http, &nodes[1], "standby", Duration::from_secs(30)).await;
-    let (status, body) = http
-        .call(
-            "GET",
-            &format!("{}/api/v1/queues", nodes[1].url()),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!((status, body["error"].as_str()), (503, Some("standby")));
+    // The standby names the active node once it has read the lease.
+    let start = Instant::now();
+    let body = loop {
+        let (status, body) = http
+            .call(
+                "GET",
+                &format!("{}/api/v1/queues", nodes[1].url()),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!((status, body["error"].as_str()), (503, Some("standby")));
+        if body["active"] == nodes[active].url() || start.elapsed() > Duration::from_secs(5) {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(body["active"], nodes[active].url());
 
     let (_, login) = http
