@@ -14,6 +14,7 @@
 //! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub use switchboard_core::core;
 pub mod demo;
