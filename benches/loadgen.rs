@@ -64,6 +64,8 @@ struct Args {
     settle_secs: u64,
     grace_secs: u64,
     server: PathBuf,
+    /// Leave out the `[limits]` keys older binaries do not know (for baseline runs).
+    old_limits: bool,
 }
 
 impl Args {
@@ -80,6 +82,7 @@ impl Args {
             settle_secs: if smoke { 1 } else { 20 },
             grace_secs: if smoke { 2 } else { 8 },
             server: PathBuf::from(env!("CARGO_BIN_EXE_switchboard")),
+            old_limits: false,
         };
         let mut it = argv.iter().skip(1);
         while let Some(flag) = it.next() {
@@ -92,6 +95,7 @@ impl Args {
                 "--steady" => a.steady_secs = num(),
                 "--settle" => a.settle_secs = num(),
                 "--grace" => a.grace_secs = num().max(1),
+                "--old-limits" => a.old_limits = true,
                 "--server" => {
                     if let Some(p) = it.next() {
                         a.server = PathBuf::from(p);
@@ -475,11 +479,15 @@ fn write_config(dir: &Path, port: u16, a: &Args) -> Res<PathBuf> {
         "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n\
          [resilience]\nsession_grace = \"{}s\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"3s\"\n\n\
          [sip]\nenabled = false\n\n\
-         [limits]\nlogin_per_minute = 100000000\nchats_per_minute = 100000000\n\
-         customer_messages_per_minute = 6000\nmax_connections = 18000\n\n\
+         [limits]\nlogin_per_minute = 100000000\nchats_per_minute = 100000000\n{}\n\
          [log]\nlevel = \"warn\"\n\n",
         dir.join("data").display(),
-        a.grace_secs
+        a.grace_secs,
+        if a.old_limits {
+            ""
+        } else {
+            "customer_messages_per_minute = 6000\nmax_connections = 18000\n"
+        }
     );
     for q in 0..queues {
         s += &format!("[[queues]]\nid = \"q{q}\"\nname = \"Queue {q}\"\nchannel = \"chat\"\n\n");
