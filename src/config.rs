@@ -477,6 +477,7 @@ impl Config {
                 customer_messages_per_minute: self.limits.customer_messages_per_minute,
                 snapshot_messages: self.limits.snapshot_messages,
                 max_bindings_per_agent: self.sip.max_bindings_per_agent,
+                max_binding_expires: self.sip.max_expires,
             },
             outbound: RetryPolicy {
                 max_attempts: self.outbound.max_attempts,
