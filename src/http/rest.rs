@@ -76,6 +76,16 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(Extension(guard))
+        .layer(axum::middleware::from_fn(refuse_query_token))
+}
+
+/// Refuses every REST request with `?token=` (401): only WebSocket routes take a token in
+/// the URL, where browsers cannot send a header.
+async fn refuse_query_token(req: Request, next: axum::middleware::Next) -> Response {
+    if super::extract::query_token(req.uri().query()).is_some() {
+        return super::extract::query_token_refused().into_response();
+    }
+    next.run(req).await
 }
 
 /// Any unknown path: a JSON `not_found` under `/api/`, a plain 404 elsewhere.

@@ -2,10 +2,18 @@
 //! sms/social messages threaded by (medium, sender), emails, calls and hang-ups, threads and their
 //! transcripts, prompts, and the customer leaving.
 
-use super::model::*;
+use super::command::{Rejection, Reply};
+use super::effect::{Effect, Write};
+use super::model::{
+    Customer, Delivery, DisconnectReason, EventKind, Medium, Message, Origin, OriginKind, Sender,
+    Status, Thread, TokenHash,
+};
+use super::time::Now;
 use super::view::{ChatEvent, ChatSnapshot, MessageView, PanelEvent};
 use super::work::Segment;
-use super::*;
+use super::{Core, ThreadRt, Timer, TokenOwner};
+use crate::policy::Channel;
+use uuid::Uuid;
 
 impl Core {
     fn inbound_queue(&self, queue: &str, channel: Channel) -> Result<(), Rejection> {

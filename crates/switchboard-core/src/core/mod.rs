@@ -30,7 +30,10 @@ pub use time::{Deadline, Now, Timestamp};
 
 use crate::policy::{Channel, Policy, QueueConfig};
 use crate::wheel::{KeyedBuildHasher, Wheel};
-use model::*;
+use model::{
+    AgentId, AgentRecord, Conversation, DisconnectReason, Event, EventKind, Medium, Message,
+    Metadata, OutboxItem, Presence, Role, Session, SessionState, Status, Thread, TokenHash,
+};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,9 +1,14 @@
 //! Core layer: read-only views of the live state — the agent snapshot, Dashboard rows,
 //! conversation views with transcripts.
 
-use super::model::*;
-use super::view::*;
-use super::*;
+use super::command::Rejection;
+use super::model::{Conversation, Presence, SessionState, Status};
+use super::view::{
+    AgentSnapshot, AgentView, Capabilities, ConversationView, DashboardEvent, MessageView,
+    QueueView, SessionRef, SessionSummary, SipSummary,
+};
+use super::{AgentRt, Core, QueueRt};
+use uuid::Uuid;
 
 impl Core {
     /// A conversation's view; with `transcript`, its messages too (agent-facing).

@@ -2,9 +2,15 @@
 //! to the longest-idle agent, offer answers and timeouts, manual picking, and the requeue of
 //! a chat whose agent's session was lost (docs/policy.md#deadline).
 
-use super::model::*;
-use super::*;
-use crate::policy::RequeuePosition;
+use super::command::{Principal, Rejection, Reply};
+use super::model::{
+    AgentId, Conversation, DisconnectReason, EventKind, Metadata, Origin, OriginKind, Presence,
+    Status, TokenHash, channel_index,
+};
+use super::time::{Now, Timestamp};
+use super::{AgentRt, Core, QueueRt, Timer};
+use crate::policy::{Channel, RequeuePosition};
+use uuid::Uuid;
 
 impl Core {
     /// Puts a conversation in its queue (`in_queue`) at its rank.

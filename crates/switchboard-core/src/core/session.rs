@@ -2,9 +2,17 @@
 //! loss, resume, the grace deadline with the per-channel loss policy (docs/policy.md), logout,
 //! presence.
 
-use super::model::*;
+use super::command::{Principal, Rejection, Reply};
+use super::effect::{Effect, Write};
+use super::model::{
+    AgentId, DisconnectReason, EventKind, Presence, Role, Session, SessionState, Status, TokenHash,
+};
+use super::time::Now;
 use super::view::PanelEvent;
-use super::*;
+use super::{Core, SUPERVISOR_SESSION, SessionRt, Timer, TokenOwner};
+use crate::policy::Channel;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
 
 impl Core {
     /// Who a token belongs to, if it is live.

@@ -2,8 +2,12 @@
 //! as timing-wheel deadlines, voice capability, the `sip_registration_lost` banner, and what a
 //! lost registration does to calls and offers. The protocol itself lives in `crate::sip`.
 
-use super::model::*;
-use super::*;
+use super::command::{BindingUpdate, Rejection, Reply};
+use super::model::{Binding, DisconnectReason, Status};
+use super::time::Now;
+use super::{Core, Timer};
+use crate::policy::Channel;
+use uuid::Uuid;
 
 impl Core {
     pub(super) fn sip_register(

@@ -2,8 +2,16 @@
 //! messages, drafts and saved metadata, end and complete, transfer, consultation, callback,
 //! reassignment.
 
-use super::model::*;
-use super::*;
+use super::Core;
+use super::command::{Rejection, Reply, Target};
+use super::effect::{Effect, Write};
+use super::model::{
+    AgentId, Conversation, Customer, DisconnectReason, EventKind, Medium, Metadata, Origin,
+    OriginKind, OutboxItem, Sender, Status, TokenHash,
+};
+use super::time::{Now, Timestamp};
+use crate::policy::Channel;
+use uuid::Uuid;
 
 /// What a new conversation of an existing group starts from.
 pub(super) struct Segment {
