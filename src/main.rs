@@ -38,6 +38,7 @@ enum Cmd {
     },
     /// Run the offline demo: built-in configuration, temporary data directory, simulated
     /// customers on every channel and simulated agents; prints the URL and the logins.
+    #[cfg(feature = "demo")]
     Demo(switchboard::demo::DemoArgs),
     /// Hash a password for config.toml: asks twice without echo on a terminal, otherwise
     /// reads the first line of standard input; prints the `password_hash = "…"` line to paste.
@@ -77,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::HashPassword => hash_password(),
+        #[cfg(feature = "demo")]
         Cmd::Demo(args) => {
             init_logging(&Config::default());
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -223,16 +225,17 @@ fn read_hidden(prompt: &str) -> Result<String> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     use std::io::BufRead as _;
     let stdin = std::io::stdin();
-    eprint!("{prompt}");
-    std::io::stderr().flush()?;
     let saved = tcgetattr(&stdin).context("reading the terminal settings")?;
     let mut hidden = saved.clone();
     hidden.local_modes.remove(LocalModes::ECHO);
     hidden.local_modes.insert(LocalModes::ECHONL);
-    // Flush: nothing typed before the prompt is taken as the password.
+    // Flush: nothing typed before the prompt is taken as the password. The prompt comes
+    // after, so whatever is typed once it shows is hidden.
     tcsetattr(&stdin, OptionalActions::Flush, &hidden).context("turning echo off")?;
     let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
+    let read = write!(std::io::stderr(), "{prompt}")
+        .and_then(|()| std::io::stderr().flush())
+        .and_then(|()| stdin.lock().read_line(&mut line));
     let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
     let n = read?;
     restored.context("turning echo back on")?;

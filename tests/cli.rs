@@ -1,6 +1,7 @@
 //! Integration tests (the real binary): the administration commands — `check-config` reports
-//! every problem of a file in one run, in line order, and `hash-password` read from a pipe
-//! prints the line to paste into config.toml.
+//! every problem of a file in one run, in line order, and `hash-password` prints the line to
+//! paste into config.toml, read from a pipe or asked twice, unseen, on a terminal (a
+//! pseudo-terminal made by the test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
@@ -202,4 +203,126 @@ fn hash_password_refuses_an_empty_password_and_prints_nothing() {
             text(&out.stderr)
         );
     }
+}
+
+/// `hash-password` on a terminal: the test's end of a pseudo-terminal whose other end is the
+/// command's standard input and standard error (standard output stays a pipe).
+struct Terminal {
+    child: std::process::Child,
+    master: std::fs::File,
+    /// Everything the terminal showed so far, filled by a reader thread.
+    shown: std::sync::mpsc::Receiver<Vec<u8>>,
+    screen: Vec<u8>,
+}
+
+impl Terminal {
+    fn start() -> Terminal {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("utf-8 pts name"))
+            .expect("open pts");
+        let child = Command::new(BIN)
+            .arg("hash-password")
+            .stdin(slave.try_clone().expect("clone"))
+            .stderr(slave)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run switchboard");
+        let master = std::fs::File::from(master);
+        let mut reader = master.try_clone().expect("clone master");
+        let (tx, shown) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = [0u8; 1024];
+            // Ends with an error (EIO) once the command has exited.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            child,
+            master,
+            shown,
+            screen: Vec::new(),
+        }
+    }
+
+    /// Waits until the terminal shows `text` (after what was waited for before).
+    fn wait_for(&mut self, text: &str) {
+        let timeout = std::time::Duration::from_secs(30);
+        while !String::from_utf8_lossy(&self.screen).contains(text) {
+            match self.shown.recv_timeout(timeout) {
+                Ok(bytes) => self.screen.extend(bytes),
+                Err(_) => panic!(
+                    "the terminal never showed {text:?}; it shows {:?}",
+                    String::from_utf8_lossy(&self.screen)
+                ),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.master
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type");
+    }
+
+    /// Waits for the command to exit; its output and everything the terminal showed.
+    fn finish(mut self) -> (Output, String) {
+        let output = self.child.wait_with_output().expect("wait");
+        while let Ok(bytes) = self
+            .shown
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            self.screen.extend(bytes);
+        }
+        (output, String::from_utf8_lossy(&self.screen).into_owned())
+    }
+}
+
+#[test]
+fn hash_password_on_a_terminal_asks_twice_without_showing_the_password() {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let mut terminal = Terminal::start();
+    terminal.wait_for("password: ");
+    terminal.type_line("tr0ub4dor&3");
+    terminal.wait_for("again: ");
+    terminal.type_line("tr0ub4dor&3");
+    let (out, screen) = terminal.finish();
+    assert!(
+        !screen.contains("tr0ub4dor"),
+        "the typing is not shown: {screen:?}"
+    );
+    let hash = printed_hash(&out);
+    let parsed = PasswordHash::new(&hash).expect("PHC string");
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"tr0ub4dor&3", &parsed)
+            .is_ok()
+    );
+}
+
+#[test]
+fn hash_password_on_a_terminal_refuses_two_different_entries_and_prints_nothing() {
+    let mut terminal = Terminal::start();
+    terminal.wait_for("password: ");
+    terminal.type_line("first try");
+    terminal.wait_for("again: ");
+    terminal.type_line("first tri");
+    let (out, screen) = terminal.finish();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(screen.contains("the two passwords differ"), "{screen:?}");
+    assert!(
+        !screen.contains("first tr"),
+        "the typing is not shown: {screen:?}"
+    );
 }
