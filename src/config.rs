@@ -110,6 +110,10 @@ pub use switchboard_core::duration::{
 // Schema
 // ---------------------------------------------------------------------------------------------
 
+/// The most SIP contacts per agent `sip.max_bindings_per_agent` may allow: with contact URIs
+/// up to a few hundred bytes, a `200 OK` listing them all stays within one UDP datagram.
+pub const MAX_BINDINGS_PER_AGENT: usize = 100;
+
 /// The whole configuration (`config.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +128,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
     /// `[outbound]`
     pub outbound: OutboundConfig,
     /// `[[queues]]`
@@ -155,6 +163,54 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./data"),
             tls: None,
+        }
+    }
+}
+
+/// `[store]`: where the state lives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (one embedded file in `server.data_dir`) or `postgres` (a shared database).
+    pub backend: StoreBackend,
+    /// `postgres://user@host:port/database?sslmode=...`; the password may instead come from
+    /// the environment variable `SWITCHBOARD_POSTGRES_PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+}
+
+/// `store.backend`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+/// `[cluster]`: two or more nodes on one PostgreSQL database, one active at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique per node.
+    pub node_id: String,
+    /// A standby takes over this long after the active node stopped renewing its lease.
+    #[serde(with = "duration_str")]
+    pub lease: Duration,
+    /// How browsers reach this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+    /// The other nodes' URLs, for the pages to fail over to.
+    pub peers: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            lease: Duration::from_secs(5),
+            advertise_url: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -207,6 +263,8 @@ pub struct SipConfig {
     pub nonce_ttl: Duration,
     /// Per source IP.
     pub max_failed_auth_per_minute: u32,
+    /// Contacts one agent may have registered at once.
+    pub max_bindings_per_agent: usize,
     /// Sources allowed to send calls in (IP addresses or CIDR blocks).
     pub trunks: Vec<String>,
     /// Where callbacks to customers go, as `sip:IP:PORT`.
@@ -233,6 +291,7 @@ impl Default for SipConfig {
             default_expires: Duration::from_secs(30),
             nonce_ttl: Duration::from_secs(5 * 60),
             max_failed_auth_per_minute: 30,
+            max_bindings_per_agent: 10,
             trunks: Vec::new(),
             outbound_proxy: None,
             max_calls: 500,
@@ -256,6 +315,14 @@ pub struct LimitsConfig {
     pub login_per_minute: u32,
     /// Per client IP.
     pub chats_per_minute: u32,
+    /// Chat sockets one customer token may hold at once.
+    pub max_sockets_per_chat: usize,
+    /// Messages one chat, SMS or social conversation may hold.
+    pub max_messages_per_thread: usize,
+    /// Messages one web chat customer may send per minute.
+    pub customer_messages_per_minute: u32,
+    /// Most recent messages carried by snapshots and conversation views.
+    pub snapshot_messages: usize,
     /// Open HTTP connections (WebSockets included) at once.
     pub max_connections: usize,
     /// Longest a client may take to send a request's head.
@@ -282,6 +349,10 @@ impl Default for LimitsConfig {
             max_sockets_per_session: 4,
             login_per_minute: 10,
             chats_per_minute: 10,
+            max_sockets_per_chat: 4,
+            max_messages_per_thread: 1000,
+            customer_messages_per_minute: 30,
+            snapshot_messages: 100,
             max_connections: 10_000,
             http_header_timeout: Duration::from_secs(10),
             http_body_timeout: Duration::from_secs(30),
@@ -407,6 +478,11 @@ impl Config {
                 max_message_chars: self.limits.max_message_chars,
                 max_email_bytes: self.limits.max_email_bytes,
                 max_sockets_per_session: self.limits.max_sockets_per_session,
+                max_sockets_per_chat: self.limits.max_sockets_per_chat,
+                max_messages_per_thread: self.limits.max_messages_per_thread,
+                customer_messages_per_minute: self.limits.customer_messages_per_minute,
+                snapshot_messages: self.limits.snapshot_messages,
+                max_bindings_per_agent: self.sip.max_bindings_per_agent,
             },
             outbound: RetryPolicy {
                 max_attempts: self.outbound.max_attempts,
@@ -492,6 +568,9 @@ impl Config {
         for k in &mut c.api_keys {
             k.key_sha256 = HIDDEN.to_owned();
         }
+        if let Some(url) = &mut c.store.postgres_url {
+            *url = crate::store::postgres::redact(url);
+        }
         c
     }
 
@@ -518,7 +597,50 @@ impl Config {
         self.validate_log(&mut v);
         self.validate_outbound(&mut v);
         self.validate_directory(&mut v);
+        self.validate_store_and_cluster(&mut v);
         v.0
+    }
+
+    fn validate_store_and_cluster(&self, v: &mut Problems) {
+        let postgres = self.store.backend == StoreBackend::Postgres;
+        match self.store.postgres_url.as_deref() {
+            Some(url) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    v.push(format!("store.postgres_url is not a PostgreSQL URL: {e}"));
+                }
+            }
+            None if postgres => {
+                v.push("store.postgres_url must be set when store.backend = \"postgres\"")
+            }
+            None => {}
+        }
+        let c = &self.cluster;
+        if c.lease < Duration::from_millis(500) || c.lease > Duration::from_secs(600) {
+            v.push(format!(
+                "cluster.lease ({}) must be between 500ms and 10m",
+                format_duration(c.lease)
+            ));
+        }
+        if postgres && c.node_id.trim().is_empty() {
+            v.push(
+                "cluster.node_id must be set (unique per node) when store.backend = \"postgres\"",
+            );
+        }
+        if c.node_id.len() > 64 || c.node_id.chars().any(|ch| ch.is_control()) {
+            v.push("cluster.node_id must be at most 64 printable characters");
+        }
+        let urls = c.advertise_url.iter().map(|u| ("cluster.advertise_url", u));
+        let peers = c.peers.iter().map(|u| ("cluster.peers", u));
+        for (key, url) in urls.chain(peers) {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() > "https://".len()
+                && !url
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch == '"' || ch == '\'');
+            if !ok {
+                v.push(format!("{key}: {url:?} is not an http:// or https:// URL"));
+            }
+        }
     }
 
     fn validate_server(&self, v: &mut Problems) {
@@ -599,6 +721,16 @@ impl Config {
             "sip.max_failed_auth_per_minute",
             u64::from(s.max_failed_auth_per_minute),
         );
+        v.positive(
+            "sip.max_bindings_per_agent",
+            s.max_bindings_per_agent as u64,
+        );
+        if s.max_bindings_per_agent > MAX_BINDINGS_PER_AGENT {
+            v.push(format!(
+                "sip.max_bindings_per_agent ({}) must be at most {MAX_BINDINGS_PER_AGENT}: the 200 OK listing every contact must fit in one UDP datagram",
+                s.max_bindings_per_agent
+            ));
+        }
         for t in &s.trunks {
             if switchboard_core::policy::Cidr::parse(t).is_none() {
                 v.push(format!(
@@ -628,11 +760,18 @@ impl Config {
             ("limits.ws_write_buffer_bytes", l.ws_write_buffer_bytes),
             ("limits.max_sockets_per_session", l.max_sockets_per_session),
             ("limits.max_connections", l.max_connections),
+            ("limits.max_sockets_per_chat", l.max_sockets_per_chat),
+            ("limits.max_messages_per_thread", l.max_messages_per_thread),
+            ("limits.snapshot_messages", l.snapshot_messages),
         ] {
             v.positive(key, n as u64);
         }
         v.positive("limits.login_per_minute", u64::from(l.login_per_minute));
         v.positive("limits.chats_per_minute", u64::from(l.chats_per_minute));
+        v.positive(
+            "limits.customer_messages_per_minute",
+            u64::from(l.customer_messages_per_minute),
+        );
         v.positive_duration("limits.http_header_timeout", l.http_header_timeout);
         v.positive_duration("limits.http_body_timeout", l.http_body_timeout);
         v.positive_duration("limits.http_idle_timeout", l.http_idle_timeout);
