@@ -1953,6 +1953,11 @@ fn session_lost_alert_names_the_requeued_chats_and_clears_once_they_are_taken() 
     );
     assert_ne!(requeued[0], chat);
     let (b, _) = sim.online("bob");
+    assert_eq!(
+        sim.standing().len(),
+        1,
+        "an offer is not yet taken: the alert holds until someone accepts"
+    );
     sim.accept(b, requeued[0]);
     assert!(sim.standing().is_empty());
 }
