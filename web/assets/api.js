@@ -38,68 +38,6 @@ export function clearSession(onlyToken) {
   localStorage.removeItem(SESSION_KEY);
 }
 
-// ---------------------------------------------------------------------------
-// Cluster: with several nodes (docs/high-availability.md) only the active one
-// serves. When the live socket drops, the page asks its own node and the nodes
-// it last heard of (GET /api/v1/cluster, readable from any origin) which one is
-// active, and moves there, handing the stored session over in the URL fragment
-// (never sent to a server). On a single server /api/v1/cluster is absent and
-// nothing here does anything.
-
-const CLUSTER_KEY = 'switchboard.cluster.nodes';
-const HANDOFF = '#session=';
-
-(function takeHandedOverSession() {
-  try {
-    if (location.hash.startsWith(HANDOFF)) {
-      const s = JSON.parse(decodeURIComponent(location.hash.slice(HANDOFF.length)));
-      if (s && typeof s.token === 'string' && s.token) saveSession(s);
-      history.replaceState(null, '', location.pathname + location.search);
-    }
-  } catch { /* not a handoff */ }
-})();
-
-async function clusterInfo(base) {
-  const ctl = new AbortController();
-  const t = setTimeout(() => ctl.abort(), 2000);
-  try {
-    const res = await fetch(`${base}${API}/cluster`, { signal: ctl.signal, cache: 'no-store' });
-    if (!res.ok) return null;
-    const info = await res.json();
-    if (Array.isArray(info.nodes) && info.nodes.length) {
-      localStorage.setItem(CLUSTER_KEY, JSON.stringify(info.nodes));
-    }
-    return info;
-  } catch {
-    return null;
-  } finally {
-    clearTimeout(t);
-  }
-}
-
-/** Moves the page to the active node when this one is not it. Returns true when
- *  the page is leaving. */
-export async function followActiveNode() {
-  let known = [];
-  try { known = JSON.parse(localStorage.getItem(CLUSTER_KEY) || '[]'); } catch { known = []; }
-  const own = await clusterInfo('');
-  if (own && own.role === 'active') return false;
-  if (!own && known.length === 0) return false;
-  let active = own && own.active;
-  for (const base of known) {
-    if (active) break;
-    if (base === location.origin) continue;
-    const info = await clusterInfo(base);
-    if (info && info.role === 'active') active = base;
-    else if (info && info.active) active = info.active;
-  }
-  if (!active || active.replace(/\/$/, '') === location.origin) return false;
-  const session = loadSession();
-  const hand = session ? HANDOFF + encodeURIComponent(JSON.stringify(session)) : '';
-  location.replace(active.replace(/\/$/, '') + location.pathname + location.search + hand);
-  return true;
-}
-
 /** Go to the login page, telling it why. */
 export function gotoLogin(reason) {
   const q = reason ? `?ended=${encodeURIComponent(reason)}` : '';
@@ -368,9 +306,6 @@ export class LiveSocket {
 
   async reconnect() {
     if (this.stopped) return;
-    try {
-      if (await followActiveNode()) return;
-    } catch { /* stay on this node */ }
     if (this.probe) {
       let verdict;
       try {
