@@ -1,7 +1,8 @@
 //! Configuration: the `config.toml` schema, its defaults, and validation.
 //!
-//! Pure: parsing and validation only. The one piece of I/O is [`Config::load`], which reads the
-//! file. No sockets, no clock, no tokio. Every section and key has a default, so an empty file
+//! Pure: parsing and validation only, plus [`SharedConfig`], the configuration in force that a
+//! reload replaces (handed to the adapters). The one piece of I/O is [`Config::load`], which
+//! reads the file. No sockets, no clock, no tokio. Every section and key has a default, so an empty file
 //! (or no file at all, via [`Config::default`]) is a valid configuration that listens on
 //! loopback only. Unknown keys are rejected by name; validation reports every problem at once,
 //! each prefixed with the key path it concerns (`agents[2].queues: ...`).
@@ -9,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -784,6 +786,45 @@ fn check_log_level(s: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The configuration in force, replaceable at run time (SIGHUP reload). Readers that cache
+/// something derived from it compare [`SharedConfig::generation`].
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    current: Arc<std::sync::RwLock<Arc<Config>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedConfig {
+    pub fn new(cfg: Arc<Config>) -> SharedConfig {
+        SharedConfig {
+            current: Arc::new(std::sync::RwLock::new(cfg)),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Config> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new configuration (already validated).
+    pub fn set(&self, cfg: Arc<Config>) {
+        match self.current.write() {
+            Ok(mut c) => *c = cfg,
+            Err(p) => *p.into_inner() = cfg,
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bumped by every [`SharedConfig::set`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]

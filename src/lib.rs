@@ -5,6 +5,7 @@
 //!   `sip::registrar` — no tokio, axum, redb or sockets, no clock reads;
 //! - [`store`]: redb tables and the record codec;
 //! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
+//! - [`metrics`]: the Prometheus registry, built at start-up and handed to the adapters;
 //! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
 //! - adapters: [`tls`] (HTTPS on the HTTP listener);
 //! - [`app`]: wires listeners, store, driver and adapters together;
@@ -18,6 +19,7 @@ pub use switchboard_core::core;
 pub mod demo;
 pub mod driver;
 pub mod http;
+pub mod metrics;
 pub mod outbound;
 pub mod service;
 pub mod sip;

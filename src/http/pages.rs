@@ -1,7 +1,7 @@
 //! HTTP adapter: the embedded web pages of SPEC §8 (`/`, `/panel`, `/dashboard`, `/chat`) and
 //! their assets under `/assets/`, served from the binary with strict security headers.
 
-use super::AppState;
+use super::state::AppState;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};

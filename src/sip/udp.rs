@@ -5,17 +5,18 @@
 //! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
 //! first copy is still being committed, and never a second pass through the registrar.
 
-use super::message::{ParseError, Request, SipMessage, parse, response_to};
-use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
-use crate::app::SharedConfig;
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::core::{BindingUpdate, Command, Reply};
 use crate::driver::{CallError, Handle};
+use crate::metrics::SipMetrics;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use switchboard_core::sip::message::{ParseError, Request, SipMessage, parse, response_to};
+use switchboard_core::sip::registrar::{
+    BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
@@ -32,35 +33,6 @@ const RECV_BATCH: usize = 64;
 /// datagrams/s the default ~208 KiB overflows after a 20 ms pause of the listener thread, and
 /// every datagram lost there costs the phone a retransmission timeout.
 const RECV_BUFFER_BYTES: usize = 4 << 20;
-
-/// Counters of the SIP listener (for `/metrics`).
-#[derive(Debug, Default)]
-pub struct SipMetrics {
-    pub datagrams: AtomicU64,
-    pub garbage: AtomicU64,
-    pub keepalives: AtomicU64,
-    pub registers_ok: AtomicU64,
-    pub challenges: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub throttled: AtomicU64,
-    /// Retransmitted requests answered from their server transaction.
-    pub retransmissions: AtomicU64,
-    /// Authenticated REGISTERs dropped because too many were already waiting for the core.
-    pub overloaded: AtomicU64,
-}
-
-/// The process-wide SIP counters.
-pub static METRICS: SipMetrics = SipMetrics {
-    datagrams: AtomicU64::new(0),
-    garbage: AtomicU64::new(0),
-    keepalives: AtomicU64::new(0),
-    registers_ok: AtomicU64::new(0),
-    challenges: AtomicU64::new(0),
-    auth_failures: AtomicU64::new(0),
-    throttled: AtomicU64::new(0),
-    retransmissions: AtomicU64::new(0),
-    overloaded: AtomicU64::new(0),
-};
 
 /// The registrar settings from the configuration.
 pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
@@ -242,6 +214,7 @@ struct Listener {
     sock: Arc<UdpSocket>,
     handle: Handle,
     config: SharedConfig,
+    metrics: SipMetrics,
     generation: u64,
     registrar: Registrar,
     limit: u32,
@@ -256,6 +229,7 @@ pub async fn serve(
     sock: UdpSocket,
     handle: Handle,
     config: SharedConfig,
+    metrics: SipMetrics,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let cfg = config.get();
@@ -275,6 +249,7 @@ pub async fn serve(
         registrar: Registrar::new(registrar_config(&cfg), secret, credentials(&cfg)),
         limit: cfg.sip.max_failed_auth_per_minute,
         config,
+        metrics,
         throttle: Throttle::default(),
         transactions: SharedTransactions::default(),
         keys: TxKeys::default(),
@@ -313,7 +288,7 @@ pub async fn serve(
 
 impl Listener {
     async fn datagram(&mut self, bytes: &[u8], src: SocketAddr) {
-        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.metrics.datagrams.inc();
         if self.config.generation() != self.generation {
             // Reloaded: new agents and SIP passwords apply to the next request.
             self.generation = self.config.generation();
@@ -325,18 +300,18 @@ impl Listener {
             Ok(SipMessage::Request(r)) => r,
             Ok(SipMessage::Response(_)) => return,
             Err(ParseError::Empty) => {
-                METRICS.keepalives.fetch_add(1, Ordering::Relaxed);
+                self.metrics.keepalives.inc();
                 return;
             }
             Err(e) => {
-                METRICS.garbage.fetch_add(1, Ordering::Relaxed);
+                self.metrics.garbage.inc();
                 tracing::debug!(%src, error = %e, "dropped malformed SIP datagram");
                 return;
             }
         };
         let now = self.handle.now();
         if self.throttle.blocked(now.wall, src.ip(), self.limit) {
-            METRICS.throttled.fetch_add(1, Ordering::Relaxed);
+            self.metrics.throttled.inc();
             return;
         }
         let key = self.keys.of(&req, src);
@@ -345,11 +320,11 @@ impl Listener {
             match seen {
                 Seen::New => {}
                 Seen::InProgress => {
-                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retransmissions.inc();
                     return;
                 }
                 Seen::Answered(response) => {
-                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retransmissions.inc();
                     let _ = self.sock.send_to(&response, src).await;
                     return;
                 }
@@ -362,7 +337,7 @@ impl Listener {
             match self.in_flight.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    METRICS.overloaded.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.overloaded.inc();
                     if let Some(key) = &key {
                         lock(&self.transactions).abandon(key);
                     }
@@ -376,12 +351,12 @@ impl Listener {
             Outcome::NoReply => {}
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
-                    METRICS.challenges.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.challenges.inc();
                     let stale = resp
                         .header("WWW-Authenticate")
                         .is_some_and(|h| h.contains("stale=true"));
                     if had_credentials && !stale {
-                        METRICS.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.auth_failures.inc();
                         self.throttle.failed(src.ip());
                     }
                 }
@@ -401,6 +376,7 @@ impl Listener {
                 };
                 let (sock, handle) = (self.sock.clone(), self.handle.clone());
                 let transactions = self.transactions.clone();
+                let registers_ok = self.metrics.registers_ok.clone();
                 tokio::spawn(async move {
                     let resp = match handle
                         .call(Command::SipRegister {
@@ -410,7 +386,7 @@ impl Listener {
                         .await
                     {
                         Ok(Reply::Bindings(b)) => {
-                            METRICS.registers_ok.fetch_add(1, Ordering::Relaxed);
+                            registers_ok.inc();
                             registered_ok(&req, src, &b)
                         }
                         Ok(_) | Err(CallError::Unavailable) => {

@@ -3,14 +3,15 @@
 //! committed before any reply); who may read it is decided here from the core's principal.
 
 use super::agent::TargetBody;
-use super::{Body, IdPath, ok};
 use crate::config::Channel;
 use crate::core::model::{Conversation, Status};
 use crate::core::view::{ConversationView, MessageView};
 use crate::core::{Command, Principal, Reply};
-use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
+use crate::http::extract::{Body, IdPath};
+use crate::http::reply::ok;
+use crate::http::state::AppState;
 use crate::store::{SearchQuery, Store};
 use axum::Json;
 use axum::extract::{RawQuery, State};
