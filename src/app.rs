@@ -136,27 +136,15 @@ impl App {
                 stopped(stop_rx.clone()),
             ))
         });
+        let limits = crate::http::server::ConnectionLimits::from_config(&state.config().limits);
         let app = router(state);
-        let server_task = match tls {
-            Some(tls) => tokio::spawn(crate::tls::serve(
-                listeners.http,
-                tls,
-                app,
-                stopped(stop_rx.clone()),
-            )),
-            None => {
-                let server = axum::serve(
-                    listeners.http,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopped(stop_rx.clone()));
-                tokio::spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::warn!(error = %e, "HTTP server ended with an error");
-                    }
-                })
-            }
-        };
+        let server_task = tokio::spawn(crate::http::server::serve(
+            listeners.http,
+            tls,
+            app,
+            limits,
+            stopped(stop_rx.clone()),
+        ));
         // Stop on the caller's signal, or at once if the driver ends by itself (its store
         // failed): serving on without a core would only answer 503, so the process exits with
         // the error and the service manager restarts it from the store.

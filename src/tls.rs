@@ -1,31 +1,16 @@
 //! Adapter layer (TLS): optional HTTPS for the HTTP listener with rustls (the `ring` provider,
-//! never OpenSSL). It loads `[server.tls]` PEM files, accepts TCP connections, runs the TLS
-//! handshake and serves the axum router on each connection with hyper (HTTP/1.1 with
-//! WebSocket upgrades, or HTTP/2 when the client asks for it). It imports the config and the
-//! router type only; no core, store or driver.
+//! never OpenSSL). It loads `[server.tls]` PEM files; the accept loop of
+//! [`crate::http::server`] runs the handshake and serves the axum router on each connection
+//! (HTTP/1.1 with WebSocket upgrades, or HTTP/2 when the client asks for it). It imports the
+//! config and the router type only; no core, store or driver.
 
 use crate::config::TlsConfig;
-use axum::Router;
-use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tower::Service as _;
-
-/// Longest a client may take to finish the TLS handshake before its connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest the server waits for open HTTPS requests to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +65,7 @@ impl TlsSettings {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         match self.current.read() {
             Ok(a) => a.clone(),
             Err(p) => p.into_inner().clone(),
@@ -118,65 +103,4 @@ fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
-}
-
-/// Serves `app` over TLS on `listener` until `stop` resolves; then stops accepting and waits
-/// (at most a few seconds) for requests in flight. WebSocket connections are upgraded off the
-/// HTTP connection and end when the driver closes them (1001).
-pub async fn serve(
-    listener: TcpListener,
-    tls: TlsSettings,
-    app: Router,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let make: IntoMakeServiceWithConnectInfo<Router, SocketAddr> =
-        app.into_make_service_with_connect_info::<SocketAddr>();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut stop => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tls.acceptor();
-        let Ok(svc) = make.clone().call(peer).await;
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTPS connections still open after the shutdown grace; closing them");
-    }
 }

@@ -1,6 +1,6 @@
-//! Authorization matrix of the REST API (SPEC §7): every route × every kind of caller, each
-//! row in a fresh world where agent A holds a chat, has one offered, has a call in wrap-up,
-//! and a customer chat exists; the exact status is asserted for every cell.
+//! Authorization matrix of the REST API (docs/api.md#authentication): every route × every kind of
+//! caller, each row in a fresh world where agent A holds a chat, has one offered, has a call in
+//! wrap-up, and a customer chat exists; the exact status is asserted for every cell.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;

@@ -1,7 +1,7 @@
-//! REST-level flows over real sockets (SPEC §2–§4, §7): login and logout, inbound sms
-//! threading, email kept through a lost session, voice offered only with a live SIP binding,
-//! hang-up and callback, supervisor search, details and groups, metrics, the OpenAPI
-//! document and the backup download.
+//! REST-level flows over real sockets (docs/sessions.md, docs/policy.md, docs/routing.md,
+//! docs/api.md): login and logout, inbound sms threading, email kept through a lost session,
+//! voice offered only with a live SIP binding, hang-up and callback, supervisor search, details
+//! and groups, metrics, the OpenAPI document and the backup download.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;

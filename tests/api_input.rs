@@ -1,5 +1,5 @@
-//! Bad input never reaches the core and never costs a 500 (SPEC §7): malformed JSON, wrong
-//! types, missing and unknown fields, unknown and malformed ids, oversized bodies and texts,
+//! Bad input never reaches the core and never costs a 500 (docs/api.md#errors): malformed JSON,
+//! wrong types, missing and unknown fields, unknown and malformed ids, oversized bodies and texts,
 //! bad enum values, and the per-address rate limits — every error is `{"error", "message"}`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Starts the built binary's `switchboard demo`, logs in as the supervisor and polls the
-# conversation search (SPEC §7: GET /api/v1/conversations?limit=200) until conversations on
-# every medium (webchat, sms, social, email, voice) and a chat requeued after its agent's
-# session was lost (disconnect_reason AgentSessionLost, origin kind requeue) appear — within
-# 60 s of real time. Then stops the demo with Ctrl-C (SIGINT) and checks that it exits 0 and
-# removes its temporary data directory.
+# conversation search (GET /api/v1/conversations?limit=200, docs/api.md#supervisor-routes) until
+# conversations on every medium (webchat, sms, social, email, voice) and a chat requeued after
+# its agent's session was lost (disconnect_reason AgentSessionLost, origin kind requeue) appear
+# — within 60 s of real time. Then stops the demo with Ctrl-C (SIGINT) and checks that it exits
+# 0 and removes its temporary data directory.
 #
 # Usage: tests/demo_binary.sh [path/to/switchboard]
 #        (default: $SWITCHBOARD_BIN, else target/release/switchboard)

@@ -1,6 +1,7 @@
-//! Agent replies on SMS, social and email reach the configured webhook (SPEC §5 `[outbound]`):
-//! delivered with the reply's details, retried with backoff from the persisted outbox while
-//! the receiver fails, marked failed after the last attempt, and not lost across a restart.
+//! Agent replies on SMS, social and email reach the configured webhook
+//! (docs/configuration.md#outbound): delivered with the reply's details, retried with backoff from
+//! the persisted outbox while the receiver fails, marked failed after the last attempt, and not
+//! lost across a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,7 +1,7 @@
-//! End-to-end stories over real sockets on a manual clock (SPEC §2, §3): the seed story of a
-//! chat that survives its agent's lost connection and is requeued to another agent; voice,
-//! email and the Dashboard around a connection loss; resume and expiry across restarts; and
-//! the latency of the requeue as the customer sees it.
+//! End-to-end stories over real sockets on a manual clock (docs/sessions.md, docs/policy.md): the
+//! connection-loss story of a chat that survives its agent's lost connection and is requeued to
+//! another agent; voice, email and the Dashboard around a connection loss; resume and expiry across
+//! restarts; and the latency of the requeue as the customer sees it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,4 +1,4 @@
-//! Integration tests of the SIP registrar over real UDP (SPEC §6): a minimal user agent client
+//! Integration tests of the SIP registrar over real UDP (docs/sip.md): a minimal user agent client
 //! built here talks to a TestServer's SIP socket; binding expiry runs on the manual clock.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -418,7 +418,7 @@ async fn wrong_password_gets_401_with_a_fresh_nonce_and_registers_nothing() {
 }
 
 #[tokio::test]
-async fn repeated_auth_failures_throttle_the_source_for_a_minute() {
+async fn repeated_auth_failures_throttle_the_user_at_that_source_for_a_minute() {
     let mut cfg = common::test_config();
     cfg.sip.max_failed_auth_per_minute = 3;
     let server = TestServer::start_with(cfg).await;
@@ -428,13 +428,17 @@ async fn repeated_auth_failures_throttle_the_source_for_a_minute() {
         assert_eq!(intruder.register_with_credentials(&[]).await.code, 401);
     }
     let throttled = server.metrics.sip.throttled.get();
-    let text = intruder.request("OPTIONS", &[]);
+    let auth = intruder.authorization("REGISTER");
+    let text = intruder.request("REGISTER", &[auth]);
     intruder.send(text.as_bytes()).await;
     assert!(
         intruder.answer_within(SILENCE).await.is_none(),
-        "a throttled source gets no answer"
+        "a throttled user at that source gets no answer"
     );
     assert!(server.metrics.sip.throttled.get() > throttled);
+    // Another agent behind the same address is not locked out.
+    let mut bob = Uac::new(&server, "bob", "bob-sip").await;
+    assert_eq!(bob.register(&[]).await.code, 200);
 
     server.advance(Duration::from_secs(61)).await;
     let mut alice = Uac::new(&server, "alice", "alice-sip").await;
@@ -443,6 +447,63 @@ async fn repeated_auth_failures_throttle_the_source_for_a_minute() {
         200,
         "served again a minute later"
     );
+}
+
+/// A REGISTER for `user` with a digest over `nonce` that is wrong in any case.
+fn forged_register(uac: &mut Uac, user: &str, nonce: &str) -> String {
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"switchboard\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"00000000000000000000000000000000\", algorithm=MD5, \
+         cnonce=\"x\", qop=auth, nc=00000001",
+        uri = uac.request_uri(),
+    );
+    uac.request("REGISTER", &[auth])
+}
+
+#[tokio::test]
+async fn forged_registers_from_a_phones_address_never_lock_the_phone_out() {
+    let mut cfg = common::test_config();
+    cfg.sip.max_failed_auth_per_minute = 3;
+    let server = TestServer::start_with(cfg).await;
+    let mut phone = Uac::new(&server, "alice", "alice-sip").await;
+    // A nonce obtained by the attacker from its own address (another loopback address).
+    let attacker_sock = UdpSocket::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let mut attacker = Uac {
+        sock: attacker_sock,
+        server: server.sip_addr.expect("sip"),
+        user: "alice".into(),
+        password: "guessed".into(),
+        call_id: "attacker@127.0.0.2".into(),
+        cseq: 0,
+        challenge: None,
+    };
+    assert_eq!(attacker.call("REGISTER", &[]).await.code, 401);
+    let stolen = attacker.challenge.clone().expect("challenge").0;
+    // Forged from the phone's address (same IP, any port): made-up nonces, and a real nonce
+    // issued to another address. Each only gets a fresh challenge; none counts.
+    let mut forger = Uac::new(&server, "alice", "x").await;
+    for i in 0..40 {
+        let nonce = if i % 2 == 0 {
+            format!("{i:064x}")
+        } else {
+            stolen.clone()
+        };
+        let text = forged_register(&mut forger, "alice", &nonce);
+        forger.send(text.as_bytes()).await;
+        let resp = forger.answer().await;
+        assert_eq!(resp.code, 401, "a forged REGISTER gets a challenge");
+    }
+    let contact = format!("Contact: <{}>", phone.contact());
+    let ok = phone.register(&[contact, "Expires: 30".into()]).await;
+    assert_eq!(ok.code, 200, "the real phone still registers: {ok:?}");
+    // The stolen nonce is no good to the attacker from the phone's address even with the
+    // right password.
+    let mut wrong_place = Uac::new(&server, "alice", "alice-sip").await;
+    wrong_place.challenge = Some((stolen, String::new(), 0));
+    let refused = wrong_place.register_with_credentials(&[]).await;
+    assert_eq!(refused.code, 401);
 }
 
 #[tokio::test]
@@ -703,4 +764,46 @@ async fn restart_keeps_a_live_binding_and_drops_one_that_expired_meanwhile() {
     server.advance(Duration::from_secs(16)).await;
     let fetched = alice_phone.register_with_credentials(&[]).await;
     assert!(bindings(&fetched).is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_registers_at_most_max_bindings_per_agent_contacts() {
+    let mut cfg = common::test_config();
+    cfg.sip.max_bindings_per_agent = 3;
+    let server = TestServer::start_with(cfg).await;
+    let mut phone = Uac::new(&server, "alice", "alice-sip").await;
+    let contact = |i: u32| format!("Contact: <sip:alice@10.0.0.{i}:5060>");
+    let ok = phone
+        .register(&[contact(1), contact(2), contact(3), "Expires: 30".into()])
+        .await;
+    assert_eq!(ok.code, 200, "{ok:?}");
+    assert_eq!(bindings(&ok).len(), 3);
+    let refused = phone
+        .register_with_credentials(&[contact(4), "Expires: 30".into()])
+        .await;
+    assert_eq!(refused.code, 403, "{refused:?}");
+    assert!(
+        refused
+            .header("Warning")
+            .is_some_and(|w| w.contains("sip.max_bindings_per_agent"))
+    );
+    // Nothing changed; refreshing or replacing within the cap still works.
+    let ok = phone
+        .register_with_credentials(&[
+            "Contact: <sip:alice@10.0.0.1:5060>;expires=0".into(),
+            contact(4),
+            "Expires: 30".into(),
+        ])
+        .await;
+    assert_eq!(ok.code, 200, "{ok:?}");
+    let mut listed: Vec<String> = bindings(&ok).into_iter().map(|(u, _)| u).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "sip:alice@10.0.0.2:5060",
+            "sip:alice@10.0.0.3:5060",
+            "sip:alice@10.0.0.4:5060"
+        ]
+    );
 }

@@ -1,6 +1,6 @@
-//! The customer chat WebSocket over real sockets (SPEC §7): authentication before the
-//! upgrade, the chat snapshot, messages both ways, `end`, error frames for bad input, and one
-//! socket that stays open while the chat moves to another agent.
+//! The customer chat WebSocket over real sockets (docs/api.md#customer-chat-events): authentication
+//! before the upgrade, the chat snapshot, messages both ways, `end`, error frames for bad input,
+//! and one socket that stays open while the chat moves to another agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,6 +1,6 @@
-//! The agent panel WebSocket over real sockets (SPEC §2, §7): authentication before the
-//! upgrade, the snapshot first, ping/pong, the heartbeat, takeover (4001), logout (4401),
-//! too many sockets (4409) and shutdown (1001).
+//! The agent panel WebSocket over real sockets (docs/sessions.md, docs/api.md#close-codes):
+//! authentication before the upgrade, the snapshot first, ping/pong, the heartbeat, takeover
+//! (4001), logout (4401), too many sockets (4409) and shutdown (1001).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,6 +1,8 @@
-//! HTTP adapter: who is calling — password login and logout (SPEC §2), integration API keys,
-//! and the per-address rate limits (`limits.login_per_minute`, `limits.chats_per_minute`).
-//! Passwords are checked here (argon2id, off the async threads); sessions live in the core.
+//! HTTP adapter: who is calling — password login and logout (docs/sessions.md#login), integration
+//! API keys, and the per-address rate limits (`limits.login_per_minute`,
+//! `limits.chats_per_minute`). Passwords are checked here (argon2id, off the async threads, a
+//! bounded number at once);
+//! sessions live in the core.
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Bearer, Body, ClientIp, new_token, token_hash};
@@ -18,8 +20,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 /// Addresses tracked per limiter; beyond this, new addresses are refused until the minute
 /// turns (an attacker cannot grow the map without bound, nor reset others' counts).
@@ -67,11 +72,93 @@ impl RateLimiter {
     }
 }
 
+/// How long a login waits for a free password check before it is refused with 503.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
+/// Logins allowed to wait for a password check, per check slot; beyond, refused at once.
+const WAITING_PER_SLOT: usize = 32;
+
+/// Password checks (argon2, ~19 MiB each with the default parameters) run at most
+/// `slots` at a time, one per core: a login waits briefly for a free slot, then is refused
+/// with 503 `overloaded`. Memory for password checks is therefore bounded by the core count,
+/// whatever the number of clients.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    wait: Duration,
+    waiting: AtomicUsize,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    /// Logins refused because every slot stayed busy.
+    pub refused: AtomicU64,
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        PasswordChecks::new(cores, PASSWORD_CHECK_WAIT)
+    }
+}
+
+impl PasswordChecks {
+    /// At most `slots` checks at once; a login waits at most `wait` for one.
+    pub fn new(slots: usize, wait: Duration) -> PasswordChecks {
+        let slots = slots.max(1);
+        PasswordChecks {
+            slots: Arc::new(Semaphore::new(slots)),
+            capacity: slots,
+            wait,
+            waiting: AtomicUsize::new(0),
+            running: Arc::new(AtomicUsize::new(0)),
+            peak: Arc::new(AtomicUsize::new(0)),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The most checks that ever ran at the same time.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Whether `password` matches `phc`, checked on a blocking thread once a slot is free;
+    /// 503 `overloaded` when none frees up in time. The slot is held until the check itself
+    /// ends, even if the client goes away meanwhile.
+    pub async fn verify(&self, phc: String, password: String) -> ApiResult<bool> {
+        let refuse = || {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            Err(ApiError::overloaded(
+                "too many password checks in progress; try again in a few seconds",
+            ))
+        };
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.capacity * WAITING_PER_SLOT {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return refuse();
+        }
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Ok(Ok(permit)) = permit else {
+            return refuse();
+        };
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let ok = verify_password(&phc, &password);
+            running.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            ok
+        })
+        .await;
+        Ok(checked.unwrap_or(false))
+    }
+}
+
 /// The rate limiters of one router (what they refuse is counted in the state's metrics).
 #[derive(Debug, Default)]
 pub struct Guard {
     pub logins: RateLimiter,
     pub chats: RateLimiter,
+    pub passwords: PasswordChecks,
 }
 
 impl Guard {
@@ -105,15 +192,46 @@ pub struct LoginBody {
     password: String,
 }
 
+/// The least memory reserved for one password check, in argon2 blocks of 1 KiB: above the
+/// allocator's largest mmap threshold (glibc: 32 MiB), so the block memory is mapped for the
+/// check and unmapped right after it. A smaller reservation (19 MiB with argon2's default
+/// parameters) would raise glibc's threshold and then stay cached in a per-thread arena after
+/// every check: hundreds of MiB held after a burst of logins. Only the blocks used are touched,
+/// so the resident cost is the hash's own memory cost.
+const CHECK_RESERVATION_BLOCKS: usize = 33 * 1024;
+
 /// Whether `password` matches the argon2 PHC string `phc` (false on a malformed hash).
 fn verify_password(phc: &str, password: &str) -> bool {
-    use argon2::{Argon2, PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+    use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let count = params.block_count();
+    let mut blocks: Vec<Block> = Vec::with_capacity(count.max(CHECK_RESERVATION_BLOCKS));
+    blocks.resize(count, Block::default());
+    let mut out = vec![0u8; expected.len()];
+    let computed = Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut blocks[..])
+        .is_ok();
+    computed && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 /// POST /api/v1/login — checks `{username, password}` against the configured agents, then
@@ -157,9 +275,7 @@ pub async fn login(
         (None, decoy) => (decoy, None),
     };
     let verified = match phc {
-        Some(phc) => tokio::task::spawn_blocking(move || verify_password(&phc, &password))
-            .await
-            .unwrap_or(false),
+        Some(phc) => guard.passwords.verify(phc, password).await?,
         None => false,
     };
     let Some(role) = role.filter(|_| verified) else {
@@ -261,6 +377,96 @@ mod tests {
         let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         assert!(l.allow(a, 0, 1));
         assert!(!l.allow(b, 0, 1));
+    }
+
+    fn cheap_hash(password: &str) -> String {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(4096, 1, 1, None).unwrap();
+        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"switchboard-test").unwrap();
+        a.hash_password(password.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_logins_run_at_most_one_password_check_per_slot() {
+        let checks = Arc::new(PasswordChecks::new(2, Duration::from_secs(60)));
+        let phc = cheap_hash("right");
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let (checks, phc) = (checks.clone(), phc.clone());
+                tokio::spawn(async move { checks.verify(phc, format!("wrong-{i}")).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(false));
+        }
+        assert!(checks.peak() >= 1);
+        assert!(checks.peak() <= 2, "peak {} checks at once", checks.peak());
+        assert_eq!(
+            checks.verify(phc, "right".into()).await,
+            Ok(true),
+            "a right password still verifies"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_waiting_too_long_for_a_password_check_is_refused_with_503() {
+        let checks = PasswordChecks::new(1, Duration::from_millis(50));
+        let held = checks.slots.clone().acquire_owned().await.unwrap();
+        let err = checks
+            .verify(cheap_hash("x"), "x".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status.as_u16(), 503);
+        assert_eq!(err.code, "overloaded");
+        assert_eq!(checks.refused.load(Ordering::Relaxed), 1);
+        drop(held);
+        assert_eq!(checks.verify(cheap_hash("x"), "x".into()).await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn logins_beyond_the_waiting_room_are_refused_at_once() {
+        let checks = Arc::new(PasswordChecks::new(1, Duration::from_secs(3600)));
+        let held = checks.slots.clone().acquire_owned().await.unwrap();
+        let waiters: Vec<_> = (0..WAITING_PER_SLOT)
+            .map(|_| {
+                let c = checks.clone();
+                tokio::spawn(async move { c.verify(cheap_hash("x"), "x".into()).await })
+            })
+            .collect();
+        while checks.waiting.load(Ordering::SeqCst) < WAITING_PER_SLOT {
+            tokio::task::yield_now().await;
+        }
+        let err = checks
+            .verify(cheap_hash("x"), "x".into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "overloaded");
+        drop(held);
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), Ok(true));
+        }
+    }
+
+    #[test]
+    fn password_check_agrees_with_argon2_for_every_variant() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        for (alg, ver) in [
+            (argon2::Algorithm::Argon2id, argon2::Version::V0x13),
+            (argon2::Algorithm::Argon2i, argon2::Version::V0x13),
+            (argon2::Algorithm::Argon2d, argon2::Version::V0x10),
+        ] {
+            let params = argon2::Params::new(2048, 2, 2, Some(24)).unwrap();
+            let salt = SaltString::encode_b64(b"another-salt-value").unwrap();
+            let phc = argon2::Argon2::new(alg, ver, params)
+                .hash_password(b"s3cret", &salt)
+                .unwrap()
+                .to_string();
+            assert!(verify_password(&phc, "s3cret"), "{phc}");
+            assert!(!verify_password(&phc, "s3cret "), "{phc}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! HTTP adapter: every error response in one place (SPEC §7):
+//! HTTP adapter: every error response in one place (docs/api.md#errors):
 //! `{"error": "<snake_case_code>", "message": "<text>"}` with the matching status.
 
 use crate::core::Rejection;
@@ -50,6 +50,9 @@ impl ApiError {
             "too many requests from this address; try again in a minute",
         )
     }
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+    }
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,9 @@ impl From<Rejection> for ApiError {
             }
             Rejection::Invalid(m) => ApiError::invalid(m),
             Rejection::TooLarge(m) => ApiError::too_large(m),
+            Rejection::RateLimited(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! HTTP adapter: request extractors that turn every malformed input into an API error
-//! (`ApiJson` and the size-limited `Body` for JSON bodies, `IdPath` and `QueuePath` for path
-//! segments, `Bearer` for the Authorization header, `ClientIp`).
+//! HTTP adapter: request extractors that turn every malformed input into an error of
+//! docs/api.md#errors (`ApiJson` and the size-limited `Body` for JSON bodies, `IdPath` and
+//! `QueuePath` for path segments, `Bearer` for the Authorization header, `WsBearer` for
+//! WebSocket routes, which also take `?token=`, `ClientIp`).
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -28,6 +29,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             {
                 Err(ApiError::too_large(
                     "the request body is larger than limits.max_body_bytes",
+                ))
+            }
+            Err(JsonRejection::BytesRejection(e)) if caused_by_body_timeout(&e) => {
+                Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body was not received within limits.http_body_timeout",
                 ))
             }
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
@@ -99,6 +107,18 @@ impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
     }
 }
 
+/// Whether reading the body failed because its deadline passed.
+fn caused_by_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<super::server::BodyTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The SHA-256 of a bearer token: tokens are stored and compared only as hashes.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -110,7 +130,8 @@ pub fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// The hash of the request's `Authorization: Bearer` token (or `?token=` for WebSockets).
+/// The hash of the request's `Authorization: Bearer` token. REST routes take the token only
+/// from the header (a token in a URL ends up in logs and browser history).
 #[derive(Debug, Clone, Copy)]
 pub struct Bearer(pub [u8; 32]);
 
@@ -118,24 +139,63 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
-            let v = v.to_str().map_err(|_| ApiError::unauthorized())?;
-            let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .ok_or_else(ApiError::unauthorized)?;
-            return Ok(Bearer(token_hash(token.trim())));
+        match header_token(parts)? {
+            Some(hash) => Ok(Bearer(hash)),
+            None => Err(ApiError::unauthorized()),
         }
-        let query = parts.uri.query().unwrap_or("");
-        for pair in query.split('&') {
-            if let Some(t) = pair.strip_prefix("token=") {
-                if !t.is_empty() {
-                    return Ok(Bearer(token_hash(t)));
-                }
-            }
-        }
-        Err(ApiError::unauthorized())
     }
+}
+
+/// The hash of a WebSocket route's token: `Authorization: Bearer`, or `?token=` (browsers
+/// cannot set headers on a WebSocket).
+#[derive(Debug, Clone, Copy)]
+pub struct WsBearer(pub [u8; 32]);
+
+impl<S: Send + Sync> FromRequestParts<S> for WsBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(hash) = header_token(parts)? {
+            return Ok(WsBearer(hash));
+        }
+        match query_token(parts.uri.query()) {
+            Some(t) if !t.is_empty() => Ok(WsBearer(token_hash(t))),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer`, hashed; `None` without the header.
+fn header_token(parts: &Parts) -> Result<Option<[u8; 32]>, ApiError> {
+    let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| ApiError::unauthorized())?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(Some(token_hash(token.trim())))
+}
+
+/// The value of the `token` parameter of a query string, if there is one.
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some(("token", v)) => Some(v),
+            None if pair == "token" => Some(""),
+            _ => None,
+        })
+}
+
+/// The refusal of a REST request carrying `?token=`, whether or not it also has a header.
+pub fn query_token_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "tokens in the query string are accepted only on WebSocket routes; send Authorization: Bearer <token>",
+    )
 }
 
 /// The peer's address (for rate limits and the loopback-only endpoints).

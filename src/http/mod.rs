@@ -1,9 +1,10 @@
-//! HTTP adapter: the axum router — REST handlers, WebSocket loops, embedded pages. Thin:
-//! every rule lives in the core; handlers authenticate, translate JSON to a
-//! [`Command`](crate::core::Command), and map the answer back.
+//! HTTP adapter: the axum router for docs/api.md and docs/pages.md — REST handlers, WebSocket
+//! loops, embedded pages. Thin: every rule lives in the core; handlers authenticate, translate JSON
+//! to a [`Command`](crate::core::Command), and map the answer back.
 //!
 //! Module order (each imports only from those before it): `state`, `error`, `extract`,
-//! `reply`, then the handlers (`auth`, `ops`, `rest`, `ws`, `pages`), then this router.
+//! `reply`, then the handlers (`auth`, `ops`, `rest`, `ws`, `pages`), then this router;
+//! `server` serves it.
 
 pub mod auth;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ops;
 pub mod pages;
 pub mod reply;
 pub mod rest;
+pub mod server;
 pub mod state;
 pub mod ws;
 

@@ -1,4 +1,4 @@
-//! HTTP adapter: the OpenAPI 3.0 description of the whole HTTP surface (SPEC §7), written
+//! HTTP adapter: the OpenAPI 3.0 description of the whole HTTP surface (docs/api.md), written
 //! by hand, served at `GET /api/v1/openapi.json`, and the list of every route the server
 //! serves ([`ROUTES`]), which a test holds against both the document and the router.
 
@@ -212,7 +212,7 @@ fn paths() -> Value {
                 "agent",
                 "agentSocket",
                 "The agent panel WebSocket",
-                "The panel connection (SPEC §2). First frame `{\"type\":\"snapshot\", ...AgentSnapshot}`, then panel events, one JSON object per text frame: `conversation` `{conversation}`, `message` `{conversation_id, message}`, `capabilities` `{capabilities}`, `banners` `{banners}`, `presence` `{presence}`, `session` `{state, reason}`. The client may send `{\"type\":\"ping\"}` (answered `{\"type\":\"pong\"}`). The server pings every `resilience.heartbeat_interval`; a socket silent for `resilience.heartbeat_timeout` is lost, which starts the session's grace period. Close code 4001: the session was taken over by a new login."
+                "The panel connection (docs/sessions.md). First frame `{\"type\":\"snapshot\", ...AgentSnapshot}`, then panel events, one JSON object per text frame: `conversation` `{conversation}`, `message` `{conversation_id, message}`, `capabilities` `{capabilities}`, `banners` `{banners}`, `presence` `{presence}`, `session` `{state, reason}`. The client may send `{\"type\":\"ping\"}` (answered `{\"type\":\"pong\"}`). The server pings every `resilience.heartbeat_interval`; a socket silent for `resilience.heartbeat_timeout` is lost, which starts the session's grace period. Close code 4001: the session was taken over by a new login."
             )),
         ),
         (

@@ -1,4 +1,4 @@
-//! HTTP adapter: the embedded web pages of SPEC §8 (`/`, `/panel`, `/dashboard`, `/chat`) and
+//! HTTP adapter: the embedded web pages of docs/pages.md (`/`, `/panel`, `/dashboard`, `/chat`) and
 //! their assets under `/assets/`, served from the binary with strict security headers.
 
 use super::state::AppState;

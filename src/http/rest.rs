@@ -1,5 +1,5 @@
-//! HTTP adapter: the REST API under `/api/v1` (plus `/healthz`, `/readyz`, `/metrics`).
-//! Handlers are thin: authenticate, validate the JSON, turn it into a
+//! HTTP adapter: the REST API (docs/api.md) under `/api/v1` (plus `/healthz`, `/readyz`,
+//! `/metrics`). Handlers are thin: authenticate, validate the JSON, turn it into a
 //! [`Command`](crate::core::Command), and map the core's reply back to JSON. Every rule
 //! (roles, ownership, states) lives in the core; every error goes through [`ApiError`].
 //! The handlers in `rest/*.rs` import nothing from this module: it only routes to them.
@@ -71,6 +71,16 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(Extension(guard))
+        .layer(axum::middleware::from_fn(refuse_query_token))
+}
+
+/// Refuses every REST request with `?token=` (401): only WebSocket routes take a token in
+/// the URL, where browsers cannot send a header.
+async fn refuse_query_token(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if super::extract::query_token(req.uri().query()).is_some() {
+        return super::extract::query_token_refused().into_response();
+    }
+    next.run(req).await
 }
 
 /// Any unknown path: a JSON `not_found` under `/api/`, a plain 404 elsewhere.

@@ -1,12 +1,13 @@
 //! Adapter layer: the SIP registrar's UDP listener. Receive → parse → registrar (pure) →
-//! core (bindings, via the driver) → send. Garbage is dropped and counted; a source that
-//! keeps failing authentication is throttled. REGISTERs are committed concurrently so many
+//! core (bindings, via the driver) → send. Garbage is dropped and counted; a user that keeps
+//! failing authentication from one address (answering nonces sent to that address) is
+//! throttled there. REGISTERs are committed concurrently so many
 //! phones share one store transaction. A retransmitted request is absorbed by its server
 //! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
 //! first copy is still being committed, and never a second pass through the registrar.
 
 use crate::config::{Config, SharedConfig};
-use crate::core::{BindingUpdate, Command, Reply};
+use crate::core::{BindingUpdate, Command, Rejection, Reply};
 use crate::driver::{CallError, Handle};
 use crate::metrics::SipMetrics;
 use std::collections::{HashMap, VecDeque};
@@ -53,24 +54,50 @@ pub fn credentials(cfg: &Config) -> HashMap<String, String> {
         .collect()
 }
 
-/// Failed authentications per source address in the current minute.
+/// Most (address, user) pairs whose failures are counted at once within one minute.
+const THROTTLE_CAPACITY: usize = 65_536;
+/// Failures allowed per address (all users together) per minute, as a multiple of the
+/// per-user limit.
+const ADDRESS_FACTOR: u32 = 10;
+
+/// Failed authentications in the current minute, per (source address, user) and per address.
+/// Only failures over a nonce issued to that address count (see
+/// [`Registrar::take_wrong_digest`]), so packets with a forged source cannot block anyone,
+/// and one user's failures do not block the other agents behind the same address.
 #[derive(Debug, Default)]
 struct Throttle {
     window_start: i64,
-    failures: HashMap<IpAddr, u32>,
+    failures: HashMap<(IpAddr, String), u32>,
+    per_address: HashMap<IpAddr, u32>,
 }
 
 impl Throttle {
-    fn blocked(&mut self, now_ms: i64, ip: IpAddr, limit: u32) -> bool {
+    fn roll(&mut self, now_ms: i64) {
         if now_ms - self.window_start >= 60_000 {
             self.window_start = now_ms;
             self.failures.clear();
+            self.per_address.clear();
         }
-        self.failures.get(&ip).is_some_and(|n| *n >= limit)
     }
 
-    fn failed(&mut self, ip: IpAddr) {
-        *self.failures.entry(ip).or_default() += 1;
+    /// Whether credentials for `user` from `ip` are refused unchecked this minute.
+    fn blocked(&mut self, now_ms: i64, ip: IpAddr, user: &str, limit: u32) -> bool {
+        self.roll(now_ms);
+        let address = self.per_address.get(&ip).copied().unwrap_or(0);
+        address >= limit.saturating_mul(ADDRESS_FACTOR)
+            || self
+                .failures
+                .get(&(ip, user.to_owned()))
+                .is_some_and(|n| *n >= limit)
+    }
+
+    fn failed(&mut self, now_ms: i64, ip: IpAddr, user: String) {
+        self.roll(now_ms);
+        *self.per_address.entry(ip).or_default() += 1;
+        let key = (ip, user);
+        if self.failures.len() < THROTTLE_CAPACITY || self.failures.contains_key(&key) {
+            *self.failures.entry(key).or_default() += 1;
+        }
     }
 }
 
@@ -310,9 +337,11 @@ impl Listener {
             }
         };
         let now = self.handle.now();
-        if self.throttle.blocked(now.wall, src.ip(), self.limit) {
-            self.metrics.throttled.inc();
-            return;
+        if let Some(user) = self.registrar.claimed_user(&req) {
+            if self.throttle.blocked(now.wall, src.ip(), &user, self.limit) {
+                self.metrics.throttled.inc();
+                return;
+            }
         }
         let key = self.keys.of(&req, src);
         if let Some(key) = &key {
@@ -347,18 +376,16 @@ impl Listener {
         } else {
             None
         };
-        match self.registrar.handle(now.wall, &req, src) {
+        let outcome = self.registrar.handle(now.wall, &req, src);
+        if let Some(user) = self.registrar.take_wrong_digest() {
+            self.metrics.auth_failures.inc();
+            self.throttle.failed(now.wall, src.ip(), user);
+        }
+        match outcome {
             Outcome::NoReply => {}
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
                     self.metrics.challenges.inc();
-                    let stale = resp
-                        .header("WWW-Authenticate")
-                        .is_some_and(|h| h.contains("stale=true"));
-                    if had_credentials && !stale {
-                        self.metrics.auth_failures.inc();
-                        self.throttle.failed(src.ip());
-                    }
                 }
                 let bytes = resp.serialize();
                 let _ = self.sock.send_to(&bytes, src).await;
@@ -391,6 +418,10 @@ impl Listener {
                         }
                         Ok(_) | Err(CallError::Unavailable) => {
                             response_to(&req, 500, "Server Internal Error")
+                        }
+                        Err(CallError::Rejected(Rejection::Conflict { message, .. })) => {
+                            response_to(&req, 403, "Too Many Registered Contacts")
+                                .with_header("Warning", format!("399 switchboard \"{message}\""))
                         }
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };

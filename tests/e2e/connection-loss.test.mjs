@@ -1,6 +1,6 @@
-// The seed story (SPEC §2, §3, §8; seed/agent-connection-loss.txt) in real browsers: an agent's
-// panel tab is closed during a web chat, reopened within the grace period (resumed without
-// signing in), closed again; after the grace the chat goes back to the queue as a new
+// The connection-loss story (docs/sessions.md, docs/policy.md, docs/pages.md) in real browsers:
+// an agent's panel tab is closed during a web chat, reopened within the grace period (resumed
+// without signing in), closed again; after the grace the chat goes back to the queue as a new
 // conversation of the same group and reaches a second agent, while the customer's page stays
 // open throughout. The Dashboard then shows who was blamed and the group.
 

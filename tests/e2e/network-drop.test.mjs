@@ -1,9 +1,9 @@
-// A real network drop under the agent's panel (SPEC §2, §8): the panel's page talks to the
-// server through a TCP proxy that the test cuts and blocks. The panel shows that it is
-// reconnecting, retries by itself with backoff and, once the network is back, resumes the same
-// session with the chat and the customer's message sent meanwhile. A second drop outlasts the
-// grace period: the chat goes back to its queue and the panel, back online, ends on the login
-// page.
+// A real network drop under the agent's panel (docs/sessions.md, docs/pages.md#reconnection):
+// the panel's page talks to the server through a TCP proxy that the test cuts and blocks. The
+// panel shows that it is reconnecting, retries by itself with backoff and, once the network is
+// back, resumes the same session with the chat and the customer's message sent meanwhile. A
+// second drop outlasts the grace period: the chat goes back to its queue and the panel, back
+// online, ends on the login page.
 // Uses its own queue (`billing`) and agent (`erin`).
 
 import { describe, test, before, after } from 'node:test';

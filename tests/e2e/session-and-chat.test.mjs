@@ -1,7 +1,7 @@
-// The everyday paths around the seed story, in real browsers: sign-in errors, manual picking
-// from a queue, a customer reloading the chat, sign-out refused while work is open, a session
-// taken over by a second sign-in (close code 4001), one panel tab too many (4409), and a
-// customer leaving the chat.
+// The everyday paths around the connection-loss story (docs/policy.md), in real browsers:
+// sign-in errors, manual picking from a queue, a customer reloading the chat, sign-out refused
+// while work is open, a session taken over by a second sign-in (close code 4001), one panel tab
+// too many (4409), and a customer leaving the chat.
 // Uses its own queue (`sales`) and agent (`dave`) so that it cannot meet the other files' work.
 
 import { describe, test, before, after } from 'node:test';

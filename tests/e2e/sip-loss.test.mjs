@@ -1,4 +1,4 @@
-// SIP registration loss (SPEC §6, seed "Voice channel"): the agent's phone registers over UDP
+// SIP registration loss (docs/sip.md#registration-lost): the agent's phone registers over UDP
 // with digest authentication and then stops refreshing; before the binding's expiry has long
 // passed the panel shows the `sip_registration_lost` banner and the call controls are disabled;
 // registering again clears the banner and restores them.

@@ -17,6 +17,80 @@ pub struct Policy {
     pub queues: Vec<QueueConfig>,
     pub agents: Vec<AgentPolicy>,
     pub supervisors: Vec<SupervisorPolicy>,
+    pub calls: CallPolicy,
+}
+
+/// How SIP calls are let in and sent out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPolicy {
+    /// Sources allowed to send calls in.
+    pub trunks: Vec<Cidr>,
+    /// Where callbacks to customers go (none: no callbacks over SIP).
+    pub outbound_proxy: Option<std::net::SocketAddr>,
+    /// Most calls in progress at once.
+    pub max_calls: u32,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        CallPolicy {
+            trunks: Vec::new(),
+            outbound_proxy: None,
+            max_calls: 500,
+        }
+    }
+}
+
+impl CallPolicy {
+    /// Whether calls from `ip` are accepted.
+    pub fn is_trunk(&self, ip: std::net::IpAddr) -> bool {
+        self.trunks.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// An address block: an IP address with a prefix length (a single address has the full one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `192.0.2.1`, `203.0.113.0/24`, `2001:db8::/32`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+            Some(_) => return None,
+            None => max,
+        };
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How long a disconnected agent's session is kept.
@@ -39,6 +113,16 @@ pub struct LimitsPolicy {
     pub max_message_chars: usize,
     pub max_email_bytes: usize,
     pub max_sockets_per_session: usize,
+    /// Chat sockets one customer token may hold at once.
+    pub max_sockets_per_chat: usize,
+    /// Messages one thread (chat, SMS or social conversation) may hold.
+    pub max_messages_per_thread: usize,
+    /// Messages one web chat customer may send per minute.
+    pub customer_messages_per_minute: u32,
+    /// Most recent messages carried by a snapshot (chat, panel, conversation views).
+    pub snapshot_messages: usize,
+    /// SIP contacts one agent may have registered at once.
+    pub max_bindings_per_agent: usize,
 }
 
 impl Default for LimitsPolicy {
@@ -47,6 +131,11 @@ impl Default for LimitsPolicy {
             max_message_chars: 4000,
             max_email_bytes: 262_144,
             max_sockets_per_session: 4,
+            max_sockets_per_chat: 4,
+            max_messages_per_thread: 1000,
+            customer_messages_per_minute: 30,
+            snapshot_messages: 100,
+            max_bindings_per_agent: 10,
         }
     }
 }
@@ -193,6 +282,42 @@ impl Capacity {
             Channel::Voice => self.voice,
             Channel::Chat => self.chat,
             Channel::Email => self.email,
+        }
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::Cidr;
+
+    #[test]
+    fn trunk_blocks_match_addresses_inside_them_only() {
+        let net = Cidr::parse("203.0.113.0/24").unwrap();
+        assert!(net.contains("203.0.113.77".parse().unwrap()));
+        assert!(!net.contains("203.0.114.1".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "host",
+            "10.0.0.0/-1",
+        ] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
         }
     }
 }

@@ -444,6 +444,29 @@ impl BuildHasher for FxBuildHasher {
     }
 }
 
+/// [`BuildHasher`] for SipHash-1-3 with secret keys: for keys an outsider can choose (SIP
+/// contact strings), so colliding keys cannot be computed from outside. The keys are handed
+/// in (drawn from the caller's seed); this module reads no randomness itself.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyedBuildHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyedBuildHasher {
+    pub fn new(k0: u64, k1: u64) -> KeyedBuildHasher {
+        KeyedBuildHasher { k0, k1 }
+    }
+}
+
+impl BuildHasher for KeyedBuildHasher {
+    type Hasher = siphasher::sip::SipHasher13;
+    #[inline]
+    fn build_hasher(&self) -> Self::Hasher {
+        siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
 /// A hierarchical hashed timing wheel of timers named by keys of type `K`.
 ///
 /// At most one timer per key: arming an armed key moves it. All operations but

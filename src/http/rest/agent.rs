@@ -1,5 +1,5 @@
-//! HTTP adapter: the agent's REST routes (SPEC §7) — state, presence, the conversation
-//! actions, queue lists and manual picking. Ownership and state rules are the core's.
+//! HTTP adapter: the agent's REST routes (docs/api.md#agent-routes) — state, presence, the
+//! conversation actions, queue lists and manual picking. Ownership and state rules are the core's.
 
 use crate::core::model::{Metadata, Presence};
 use crate::core::{Command, Target};

@@ -1,5 +1,6 @@
-//! HTTP adapter: the customer's web chat routes (SPEC §7) — start a chat (anyone, limited per
-//! address), read it, send, leave. The customer token opens only its own thread.
+//! HTTP adapter: the customer's web chat routes (docs/api.md#customer-routes) — start a chat
+//! (anyone, limited per address), read it, send, leave. The customer token opens only its own
+//! thread.
 
 use super::agent::TextBody;
 use crate::core::Command;
@@ -42,6 +43,11 @@ pub async fn start(
     let name = body.name.trim().to_string();
     if name.is_empty() {
         return Err(ApiError::invalid("name must not be empty"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name must not contain control characters (NUL, line breaks, escapes and the like)",
+        ));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(format!(

@@ -1,5 +1,5 @@
-//! HTTP adapter: the integration routes (SPEC §7), authenticated by an API key — inbound sms
-//! and social messages (threaded by medium and sender), emails, calls and hang-ups.
+//! HTTP adapter: the integration routes (docs/api.md#integration), authenticated by an API key —
+//! inbound sms and social messages (threaded by medium and sender), emails, calls and hang-ups.
 
 use crate::core::Command;
 use crate::core::model::Medium;

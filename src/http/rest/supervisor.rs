@@ -1,12 +1,14 @@
-//! HTTP adapter: the supervisor's REST routes (SPEC §7) — reassign, Conversation Details,
-//! groups, search, the agent and queue lists. History is read from the store (everything is
-//! committed before any reply); who may read it is decided here from the core's principal.
+//! HTTP adapter: the supervisor's REST routes (docs/api.md#supervisor-routes) — reassign,
+//! Conversation Details, groups, search, the agent and queue lists. History is read from the store
+//! (everything is committed before any reply); who may read it is decided here from the core's
+//! principal.
 
 use super::agent::TargetBody;
 use crate::config::Channel;
+use crate::core::access::HistoryReader;
 use crate::core::model::{Conversation, Status};
 use crate::core::view::{ConversationView, MessageView};
-use crate::core::{Command, Principal, Reply};
+use crate::core::{Command, Reply};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
 use crate::http::extract::{Body, IdPath};
@@ -35,20 +37,11 @@ pub async fn reassign(
     Ok(ok(state.handle.call(cmd).await?))
 }
 
-/// Who is asking for history.
-enum Reader {
-    Supervisor,
-    Agent(String),
-}
-
-/// Supervisors and agents may read history; customers may not.
-async fn reader(state: &AppState, token: [u8; 32]) -> ApiResult<Reader> {
+/// Who is asking for history (the rule is the core's [`HistoryReader`]).
+async fn reader(state: &AppState, token: [u8; 32]) -> ApiResult<HistoryReader> {
     match state.handle.call(Command::Authenticate { token }).await? {
-        Reply::Principal(Principal::Supervisor { .. }) => Ok(Reader::Supervisor),
-        Reply::Principal(Principal::Agent { agent, .. }) => Ok(Reader::Agent(agent)),
-        _ => Err(ApiError::forbidden(
-            "conversation history is for supervisors and the agents who worked on it",
-        )),
+        Reply::Principal(p) => Ok(HistoryReader::of(p)?),
+        _ => Err(ApiError::unavailable()),
     }
 }
 
@@ -64,21 +57,20 @@ async fn read<T: Send + 'static>(
     }
 }
 
-/// Agents may read the groups they worked in.
-async fn may_read_group(state: &AppState, reader: &Reader, group: uuid::Uuid) -> ApiResult<()> {
-    match reader {
-        Reader::Supervisor => Ok(()),
-        Reader::Agent(agent) => {
-            let agent = agent.clone();
-            if read(state, move |s| s.agent_worked_in_group(&agent, group)).await? {
-                Ok(())
-            } else {
-                Err(ApiError::forbidden(
-                    "you did not work on any conversation of this group",
-                ))
-            }
+/// Agents may read the groups they worked in (the store answers whether they did).
+async fn may_read_group(
+    state: &AppState,
+    reader: &HistoryReader,
+    group: uuid::Uuid,
+) -> ApiResult<()> {
+    let worked = match reader.agent() {
+        None => true,
+        Some(agent) => {
+            let agent = agent.to_string();
+            read(state, move |s| s.agent_worked_in_group(&agent, group)).await?
         }
-    }
+    };
+    Ok(reader.may_read_group(worked)?)
 }
 
 /// GET /api/v1/conversations/{id} — Conversation Details: every field, the `events`
@@ -208,10 +200,7 @@ pub async fn search(
     Bearer(token): Bearer,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    match reader(&state, token).await? {
-        Reader::Supervisor => {}
-        Reader::Agent(_) => return Err(ApiError::forbidden("search is for supervisors")),
-    }
+    reader(&state, token).await?.may_search()?;
     let q = search_query(raw.as_deref())?;
     let found = read(&state, move |s| s.search(&q)).await?;
     let views: Vec<ConversationView> = found.iter().map(ConversationView::of).collect();

@@ -1,4 +1,4 @@
-//! HTTP adapter: the three WebSockets of SPEC §2 and §7 — the agent panel
+//! HTTP adapter: the three WebSockets of docs/api.md#websockets — the agent panel
 //! (`/api/v1/agent/ws`), the customer chat (`/api/v1/chat/ws`) and the supervisor Dashboard
 //! (`/api/v1/dashboard/ws`). Each authenticates before the upgrade, attaches to the driver,
 //! sends its snapshot and then runs the generic loop of [`conn`]. No rule lives here: the
@@ -7,7 +7,7 @@
 pub mod conn;
 
 use super::error::ApiError;
-use super::extract::Bearer;
+use super::extract::WsBearer;
 use super::state::AppState;
 use crate::config::{Config, LimitsConfig};
 use crate::core::model::TokenHash;
@@ -54,7 +54,7 @@ enum Kind {
 /// the socket is the session's connection (its loss starts the grace period).
 async fn agent_ws(
     State(state): State<AppState>,
-    Bearer(token): Bearer,
+    WsBearer(token): WsBearer,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     open(state, token, Kind::Panel, upgrade).await
@@ -64,7 +64,7 @@ async fn agent_ws(
 /// `message` and `status` frames; takes `{"type":"message","text"}` and `{"type":"end"}`.
 async fn chat_ws(
     State(state): State<AppState>,
-    Bearer(token): Bearer,
+    WsBearer(token): WsBearer,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     open(state, token, Kind::Chat, upgrade).await
@@ -74,7 +74,7 @@ async fn chat_ws(
 /// and queues, then `agent`, `queue` and `conversation` frames.
 async fn dashboard_ws(
     State(state): State<AppState>,
-    Bearer(token): Bearer,
+    WsBearer(token): WsBearer,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     open(state, token, Kind::Dashboard, upgrade).await

@@ -204,7 +204,7 @@ pub enum Reply {
     Bindings(Vec<(String, u32)>),
 }
 
-/// Why the core refused a command. Mapped to HTTP in one place (SPEC §7).
+/// Why the core refused a command. Mapped to HTTP in one place (docs/api.md#errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("missing, unknown or revoked token")]
@@ -220,6 +220,9 @@ pub enum Rejection {
     /// A text over a configured size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// More requests than a configured rate allows; try again later.
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl Rejection {

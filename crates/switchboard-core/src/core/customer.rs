@@ -1,11 +1,19 @@
-//! Core layer: the customer side (SPEC §1, §4, §7) — web chats, inbound sms/social messages
-//! threaded by (medium, sender), emails, calls and hang-ups, threads and their transcripts,
-//! prompts, and the customer leaving.
+//! Core layer: the customer side (docs/domain.md#threads, docs/routing.md) — web chats, inbound
+//! sms/social messages threaded by (medium, sender), emails, calls and hang-ups, threads and their
+//! transcripts, prompts, and the customer leaving.
 
-use super::model::*;
+use super::command::{Rejection, Reply};
+use super::effect::{Effect, Write};
+use super::model::{
+    Customer, Delivery, DisconnectReason, EventKind, Medium, Message, Origin, OriginKind, Sender,
+    Status, Thread, TokenHash,
+};
+use super::time::Now;
 use super::view::{ChatEvent, ChatSnapshot, MessageView, PanelEvent};
 use super::work::Segment;
-use super::*;
+use super::{Core, ThreadRt, Timer, TokenOwner};
+use crate::policy::Channel;
+use uuid::Uuid;
 
 impl Core {
     fn inbound_queue(&self, queue: &str, channel: Channel) -> Result<(), Rejection> {
@@ -60,20 +68,22 @@ impl Core {
                 message_count: 0,
             };
             if matches!(medium, Medium::Sms | Medium::Social) {
-                self.open_threads
+                self.work
+                    .open_threads
                     .insert((medium, rec.customer.address.clone()), t);
             }
             if let Some(h) = token {
-                self.tokens.insert(h, TokenOwner::Thread(t));
+                self.auth.tokens.insert(h, TokenOwner::Thread(t));
             }
-            self.threads.insert(
+            self.work.threads.insert(
                 t,
                 ThreadRt {
                     rec,
                     messages: Vec::new(),
+                    sent: (0, 0),
                 },
             );
-            self.dirty_threads.insert(t);
+            self.batch.dirty_threads.insert(t);
         }
         self.event(now, id, EventKind::Queued, None, None);
         self.enqueue(id);
@@ -115,8 +125,8 @@ impl Core {
     }
 
     pub(super) fn thread_of(&self, token: &TokenHash) -> Result<Uuid, Rejection> {
-        match self.tokens.get(token) {
-            Some(TokenOwner::Thread(t)) if self.threads.contains_key(t) => Ok(*t),
+        match self.auth.tokens.get(token) {
+            Some(TokenOwner::Thread(t)) if self.work.threads.contains_key(t) => Ok(*t),
             Some(TokenOwner::Session(_)) => Err(Rejection::Forbidden(
                 "this needs a customer chat token".into(),
             )),
@@ -129,11 +139,11 @@ impl Core {
         &self,
         thread: Uuid,
     ) -> Option<(Status, Option<u32>, Option<String>)> {
-        let t = self.threads.get(&thread)?;
-        let c = self.conversations.get(&t.rec.current)?;
+        let t = self.work.threads.get(&thread)?;
+        let c = self.work.conversations.get(&t.rec.current)?;
         let position = (c.status == Status::InQueue)
             .then(|| {
-                self.queues.get(&c.queue).and_then(|q| {
+                self.org.queues.get(&c.queue).and_then(|q| {
                     q.waiting
                         .iter()
                         .position(|(_, id)| *id == c.id)
@@ -149,17 +159,62 @@ impl Core {
     }
 
     pub(super) fn chat_snapshot(&self, thread: Uuid) -> Result<ChatSnapshot, Rejection> {
-        let t = self.threads.get(&thread).ok_or(Rejection::Unauthorized)?;
+        let t = self
+            .work
+            .threads
+            .get(&thread)
+            .ok_or(Rejection::Unauthorized)?;
         let (status, position, agent_name) =
             self.thread_status(thread).ok_or(Rejection::Unauthorized)?;
         Ok(ChatSnapshot {
             conversation_id: t.rec.current,
             group_id: t.rec.group_id,
-            messages: t.messages.iter().map(MessageView::of).collect(),
+            messages: self.recent_messages(t),
             status,
             position,
             agent_name,
         })
+    }
+
+    /// The latest `limits.snapshot_messages` messages of a thread, oldest first: snapshots stay
+    /// small however long the transcript (the whole of it is in the conversation's record).
+    pub(super) fn recent_messages(&self, t: &ThreadRt) -> Vec<MessageView> {
+        let keep = self.policy.limits.snapshot_messages;
+        let skip = t.messages.len().saturating_sub(keep);
+        t.messages[skip..].iter().map(MessageView::of).collect()
+    }
+
+    /// Refuses a message to a thread that already holds `limits.max_messages_per_thread`.
+    pub(super) fn room_in_thread(&self, thread: Uuid) -> Result<(), Rejection> {
+        let max = self.policy.limits.max_messages_per_thread;
+        match self.work.threads.get(&thread) {
+            Some(t) if t.messages.len() >= max => Err(Rejection::conflict(
+                "transcript_full",
+                format!(
+                    "this conversation already holds {max} messages (limits.max_messages_per_thread); no more can be added to it"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one customer message against `limits.customer_messages_per_minute`.
+    fn customer_rate(&mut self, now: Now, thread: Uuid) -> Result<(), Rejection> {
+        let per_minute = self.policy.limits.customer_messages_per_minute;
+        let minute = now.mono / 60_000;
+        let Some(t) = self.work.threads.get_mut(&thread) else {
+            return Ok(());
+        };
+        if t.sent.0 != minute {
+            t.sent = (minute, 0);
+        }
+        if t.sent.1 >= per_minute {
+            return Err(Rejection::RateLimited(format!(
+                "more than {per_minute} messages in a minute (limits.customer_messages_per_minute); wait a moment and send again"
+            )));
+        }
+        t.sent.1 += 1;
+        Ok(())
     }
 
     /// Adds a message to a thread's transcript and tells the customer and the agent.
@@ -172,7 +227,7 @@ impl Core {
         outbound: bool,
     ) -> Option<Uuid> {
         let id = self.new_id(now);
-        let t = self.threads.get_mut(&thread)?;
+        let t = self.work.threads.get_mut(&thread)?;
         let msg = Message {
             id,
             from,
@@ -184,19 +239,20 @@ impl Core {
         t.rec.message_count += 1;
         t.messages.push(msg.clone());
         let current = t.rec.current;
-        self.dirty_threads.insert(thread);
-        self.writes.push(Write::Message {
+        self.batch.dirty_threads.insert(thread);
+        self.batch.writes.push(Write::Message {
             thread,
             seq,
             message: msg.clone(),
         });
         let view = MessageView::of(&msg);
         if let Some(agent) = self
+            .work
             .conversations
             .get(&current)
             .and_then(|c| c.agent.clone())
         {
-            self.effects.push_back(Effect::Panel {
+            self.batch.effects.push_back(Effect::Panel {
                 agent,
                 event: PanelEvent::Message {
                     conversation_id: current,
@@ -204,7 +260,7 @@ impl Core {
                 },
             });
         }
-        self.effects.push_back(Effect::Chat {
+        self.batch.effects.push_back(Effect::Chat {
             thread,
             event: ChatEvent::Message { message: view },
         });
@@ -213,7 +269,7 @@ impl Core {
 
     /// A configured prompt to the customer, as a system message.
     pub(super) fn send_prompt(&mut self, now: Now, conv: Uuid, text: String) {
-        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else {
+        let Some(thread) = self.work.conversations.get(&conv).and_then(|c| c.thread) else {
             return;
         };
         self.append_message(now, thread, Sender::System, text.clone(), false);
@@ -222,27 +278,28 @@ impl Core {
 
     /// The thread now follows conversation `to` (requeue, transfer).
     pub(super) fn move_thread(&mut self, thread: Uuid, to: Uuid) {
-        if let Some(t) = self.threads.get_mut(&thread) {
+        if let Some(t) = self.work.threads.get_mut(&thread) {
             t.rec.current = to;
-            self.dirty_threads.insert(thread);
+            self.batch.dirty_threads.insert(thread);
         }
     }
 
     /// The conversation's thread is over (the chat ended): no more customer messages.
     pub(super) fn close_thread_of(&mut self, conv: Uuid) {
-        let Some(thread) = self.conversations.get(&conv).and_then(|c| c.thread) else {
+        let Some(thread) = self.work.conversations.get(&conv).and_then(|c| c.thread) else {
             return;
         };
-        let Some(t) = self.threads.get_mut(&thread) else {
+        let Some(t) = self.work.threads.get_mut(&thread) else {
             return;
         };
         if t.rec.current != conv || !t.rec.open {
             return;
         }
         t.rec.open = false;
-        self.open_threads
+        self.work
+            .open_threads
             .remove(&(t.rec.medium, t.rec.customer.address.clone()));
-        self.dirty_threads.insert(thread);
+        self.batch.dirty_threads.insert(thread);
     }
 
     pub(super) fn customer_message(
@@ -253,9 +310,11 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         let thread = self.thread_of(token)?;
         let text = self.message_text(&text)?;
-        if !self.threads.get(&thread).is_some_and(|t| t.rec.open) {
+        if !self.work.threads.get(&thread).is_some_and(|t| t.rec.open) {
             return Err(Rejection::invalid_state("this chat has ended"));
         }
+        self.room_in_thread(thread)?;
+        self.customer_rate(now, thread)?;
         self.append_message(now, thread, Sender::Customer, text, false);
         Ok(Reply::Done)
     }
@@ -298,6 +357,7 @@ impl Core {
     pub(super) fn customer_end(&mut self, now: Now, token: &TokenHash) -> Result<Reply, Rejection> {
         let thread = self.thread_of(token)?;
         let current = self
+            .work
             .threads
             .get(&thread)
             .map(|t| t.rec.current)
@@ -347,10 +407,12 @@ impl Core {
         if from.trim().is_empty() {
             return Err(Rejection::Invalid("from must not be empty".into()));
         }
-        if let Some(&t) = self.open_threads.get(&(medium, from.clone())) {
-            if self.threads.contains_key(&t) {
+        if let Some(&t) = self.work.open_threads.get(&(medium, from.clone())) {
+            if self.work.threads.contains_key(&t) {
+                self.room_in_thread(t)?;
                 self.append_message(now, t, Sender::Customer, text, false);
                 let current = self
+                    .work
                     .threads
                     .get(&t)
                     .map(|t| t.rec.current)
@@ -405,7 +467,7 @@ impl Core {
         delivered: bool,
         error: Option<String>,
     ) -> Result<Reply, Rejection> {
-        let Some(mut item) = self.outbox.remove(&message) else {
+        let Some(mut item) = self.work.outbox.remove(&message) else {
             return Ok(Reply::Done);
         };
         item.attempts += 1;
@@ -419,19 +481,22 @@ impl Core {
         };
         match outcome {
             Some(state) => {
-                self.writes.push(Write::OutboxDone { message });
+                self.batch.writes.push(Write::OutboxDone { message });
                 self.wheel.cancel(&Timer::Outbox(message));
                 self.set_delivery(item.thread_id, message, state);
                 let _ = error;
             }
             None => {
-                let base = self.policy.outbound.initial_backoff.as_millis() as u64;
-                let cap = self.policy.outbound.max_backoff.as_millis() as u64;
-                let delay = base.saturating_mul(1u64 << item.attempts.min(20)).min(cap);
-                item.next_attempt_at = Timestamp(now.wall + delay as i64);
-                self.wheel.insert(now.mono + delay, Timer::Outbox(message));
-                self.writes.push(Write::Outbox(Box::new(item.clone())));
-                self.outbox.insert(message, item);
+                let retry = &self.policy.outbound;
+                let delay = retry
+                    .initial_backoff
+                    .saturating_mul(1u32 << item.attempts.min(20))
+                    .min(retry.max_backoff);
+                item.next_attempt_at = self.arm(Timer::Outbox(message), now.after(delay));
+                self.batch
+                    .writes
+                    .push(Write::Outbox(Box::new(item.clone())));
+                self.work.outbox.insert(message, item);
             }
         }
         Ok(Reply::Done)
@@ -440,7 +505,7 @@ impl Core {
     /// Records a reply's delivery state and shows it on the agent's panel (a `message` frame
     /// with the same id).
     fn set_delivery(&mut self, thread: Uuid, message: Uuid, state: Delivery) {
-        let Some(t) = self.threads.get_mut(&thread) else {
+        let Some(t) = self.work.threads.get_mut(&thread) else {
             return;
         };
         let Some((seq, m)) = t
@@ -454,17 +519,18 @@ impl Core {
         m.delivery = Some(state);
         let msg = m.clone();
         let current = t.rec.current;
-        self.writes.push(Write::Message {
+        self.batch.writes.push(Write::Message {
             thread,
             seq: seq as u32,
             message: msg.clone(),
         });
         if let Some(agent) = self
+            .work
             .conversations
             .get(&current)
             .and_then(|c| c.agent.clone())
         {
-            self.effects.push_back(Effect::Panel {
+            self.batch.effects.push_back(Effect::Panel {
                 agent,
                 event: PanelEvent::Message {
                     conversation_id: current,
@@ -476,8 +542,9 @@ impl Core {
 
     /// An outbox item's retry time came.
     pub(super) fn outbox_due(&mut self, _now: Now, message: Uuid) {
-        if let Some(item) = self.outbox.get(&message) {
-            self.effects
+        if let Some(item) = self.work.outbox.get(&message) {
+            self.batch
+                .effects
                 .push_back(Effect::Deliver(Box::new(item.clone())));
         }
     }

@@ -1,4 +1,5 @@
-//! Core layer: the pure, deterministic domain state machine (SPEC §1–§4, §6 bindings).
+//! Core layer: the pure, deterministic domain state machine of docs/domain.md, docs/sessions.md,
+//! docs/policy.md, docs/routing.md and the SIP bindings of docs/sip.md.
 //!
 //! Commands go in with the time they happen at ([`Core::handle`]), deadlines fire through
 //! [`Core::handle_timeout`], and everything the outside world must do comes out as data:
@@ -6,6 +7,7 @@
 //! [`Effect`]s for subscribers ([`Core::poll_effect`]). It imports no tokio, axum, redb or
 //! sockets and never reads a clock: the driver passes [`Now`] in.
 
+pub mod access;
 pub mod command;
 pub mod effect;
 pub mod model;
@@ -24,11 +26,14 @@ mod tests;
 
 pub use command::{BindingUpdate, Command, Principal, Rejection, Reply, Target};
 pub use effect::{Effect, Write};
-pub use time::{Now, Timestamp};
+pub use time::{Deadline, Now, Timestamp};
 
 use crate::policy::{Channel, Policy, QueueConfig};
-use crate::wheel::Wheel;
-use model::*;
+use crate::wheel::{KeyedBuildHasher, Wheel};
+use model::{
+    AgentId, AgentRecord, Conversation, DisconnectReason, Event, EventKind, Medium, Message,
+    Metadata, OutboxItem, Presence, Role, Session, SessionState, Status, Thread, TokenHash,
+};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -91,6 +96,8 @@ pub(crate) struct QueueRt {
 pub(crate) struct ThreadRt {
     pub rec: Thread,
     pub messages: Vec<Message>,
+    /// The customer's messages in the current minute: (minute on the monotonic scale, count).
+    pub sent: (u64, u32),
 }
 
 /// Event counters since start (for `/metrics`).
@@ -135,25 +142,64 @@ pub struct Restored {
     pub outbox: Vec<OutboxItem>,
 }
 
-/// The state machine.
+/// The state machine, in named parts.
 pub struct Core {
     policy: Arc<Policy>,
+    /// Who works here: queues with their waiting work, agents, supervisors.
+    org: Org,
+    /// Who is logged in: sessions, their tokens and their sockets.
+    auth: Auth,
+    /// The work itself: conversations, timelines, customer threads, deliveries.
+    work: Work,
+    /// Every deadline. Keyed with a secretly keyed hasher: SIP contact strings from the
+    /// network are part of binding timer keys, so colliding keys must not be choosable from
+    /// outside.
+    wheel: Wheel<Timer, KeyedBuildHasher>,
+    ids: Ids,
+    /// What the current command and batch changed: writes, effects, what to notify.
+    batch: Batch,
+    counters: Counters,
+}
+
+/// Queues, agents and supervisors.
+#[derive(Default)]
+struct Org {
     queues: BTreeMap<String, QueueRt>,
     agents: BTreeMap<AgentId, AgentRt>,
+    /// Supervisor id → name.
     supervisors: BTreeMap<String, String>,
+}
+
+/// Sessions and what opens them.
+#[derive(Default)]
+struct Auth {
     sessions: HashMap<Uuid, SessionRt>,
     tokens: HashMap<TokenHash, TokenOwner>,
+    /// Panel socket → session.
     sockets: HashMap<u64, Uuid>,
+}
+
+/// Conversations, their timelines, customer threads and pending deliveries.
+#[derive(Default)]
+struct Work {
     conversations: HashMap<Uuid, Conversation>,
     timelines: HashMap<Uuid, Vec<Event>>,
     threads: HashMap<Uuid, ThreadRt>,
     /// Open sms/social threads by (medium, customer address).
     open_threads: HashMap<(Medium, String), Uuid>,
     outbox: HashMap<Uuid, OutboxItem>,
-    /// Keyed with a randomly seeded hasher: SIP contact strings from the network are part of
-    /// binding timer keys, so colliding keys must not be choosable from outside.
-    wheel: Wheel<Timer, std::collections::hash_map::RandomState>,
+}
+
+/// Where new ids come from: the seeded generator and the last id made.
+struct Ids {
     rng: StdRng,
+    /// Millisecond and counter of the last id made (ids sort in creation order).
+    last_id: (i64, u16),
+}
+
+/// The output of the current command and batch.
+#[derive(Default)]
+struct Batch {
     writes: Vec<Write>,
     effects: VecDeque<Effect>,
     /// Conversations changed by the current command, with the agents they belonged to before.
@@ -168,16 +214,13 @@ pub struct Core {
     dirty_queues: BTreeSet<String>,
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
-    counters: Counters,
-    /// Millisecond and counter of the last id made (ids sort in creation order).
-    last_id: (i64, u16),
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core")
-            .field("conversations", &self.conversations.len())
-            .field("sessions", &self.sessions.len())
+            .field("conversations", &self.work.conversations.len())
+            .field("sessions", &self.auth.sessions.len())
             .field("timers", &self.wheel.len())
             .finish()
     }
@@ -191,34 +234,23 @@ const SIP_LOST_TEXT: &str =
     "Your phone lost its SIP registration: calling is disabled until it registers again.";
 
 impl Core {
-    /// A core with no state yet; `seed` feeds id generation (fixed in tests).
+    /// A core with no state yet; `seed` is its only source of randomness (ids, the timer
+    /// hasher's keys): the driver draws it from the OS, tests fix it.
     pub fn new(policy: Arc<Policy>, seed: u64, now: Now) -> Core {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let hasher = KeyedBuildHasher::new(rng.next_u64(), rng.next_u64());
         let mut core = Core {
             policy: policy.clone(),
-            queues: BTreeMap::new(),
-            agents: BTreeMap::new(),
-            supervisors: BTreeMap::new(),
-            sessions: HashMap::new(),
-            tokens: HashMap::new(),
-            sockets: HashMap::new(),
-            conversations: HashMap::new(),
-            timelines: HashMap::new(),
-            threads: HashMap::new(),
-            open_threads: HashMap::new(),
-            outbox: HashMap::new(),
-            wheel: Wheel::with_hasher(now.mono, std::collections::hash_map::RandomState::new()),
-            rng: StdRng::seed_from_u64(seed),
-            writes: Vec::new(),
-            effects: VecDeque::new(),
-            touched: BTreeMap::new(),
-            dirty_convs: BTreeSet::new(),
-            dirty_threads: BTreeSet::new(),
-            dirty_agents: BTreeSet::new(),
-            batch_agents: BTreeSet::new(),
-            dirty_queues: BTreeSet::new(),
-            alloc_needed: false,
+            org: Org::default(),
+            auth: Auth::default(),
+            work: Work::default(),
+            wheel: Wheel::with_hasher(now.mono, hasher),
+            ids: Ids {
+                rng,
+                last_id: (i64::MIN, 0),
+            },
+            batch: Batch::default(),
             counters: Counters::default(),
-            last_id: (i64::MIN, 0),
         };
         core.apply_policy(&policy, now);
         core
@@ -231,6 +263,7 @@ impl Core {
         let mut queues = BTreeMap::new();
         for q in &policy.queues {
             let waiting = self
+                .org
                 .queues
                 .remove(&q.id)
                 .map(|old| old.waiting)
@@ -244,14 +277,14 @@ impl Core {
                 },
             );
         }
-        for (id, old) in std::mem::take(&mut self.queues) {
+        for (id, old) in std::mem::take(&mut self.org.queues) {
             if !old.waiting.is_empty() {
                 // Keep a removed queue's waiting work visible until it is handled.
                 queues.insert(id, old);
             }
         }
         // Agents no longer in the configuration take no new work.
-        for rt in self.agents.values_mut() {
+        for rt in self.org.agents.values_mut() {
             rt.capacity = crate::policy::Capacity {
                 voice: 0,
                 chat: 0,
@@ -264,125 +297,146 @@ impl Core {
                     rt.members.push(a.id.clone());
                 }
             }
-            let rt = self.agents.entry(a.id.clone()).or_insert_with(|| AgentRt {
-                rec: AgentRecord {
-                    id: a.id.clone(),
-                    presence: Presence::Ready,
-                    idle_since: [now.ts(); 3],
-                    bindings: Vec::new(),
-                    sip_lost: false,
-                },
-                session: None,
-                assigned: BTreeSet::new(),
-                name: a.name.clone(),
-                capacity: a.capacity,
-                sent_caps: Capabilities::default(),
-                sent_banners: Vec::new(),
-            });
+            let rt = self
+                .org
+                .agents
+                .entry(a.id.clone())
+                .or_insert_with(|| AgentRt {
+                    rec: AgentRecord {
+                        id: a.id.clone(),
+                        presence: Presence::Ready,
+                        idle_since: [now.ts(); 3],
+                        bindings: Vec::new(),
+                        sip_lost: false,
+                    },
+                    session: None,
+                    assigned: BTreeSet::new(),
+                    name: a.name.clone(),
+                    capacity: a.capacity,
+                    sent_caps: Capabilities::default(),
+                    sent_banners: Vec::new(),
+                });
             rt.name = a.name.clone();
             rt.capacity = a.capacity;
         }
-        self.queues = queues;
-        self.supervisors = policy
+        self.org.queues = queues;
+        self.org.supervisors = policy
             .supervisors
             .iter()
             .map(|s| (s.id.clone(), s.name.clone()))
             .collect();
-        self.alloc_needed = true;
+        self.batch.alloc_needed = true;
         self.finish_command(now);
     }
 
-    /// Loads the stored state at boot and applies the restart rule (SPEC §2): connected
-    /// sessions become disconnected with a full grace period; stored deadlines are re-armed
-    /// (one already past fires at the next [`Core::handle_timeout`]); calls are not dropped.
+    /// Loads the stored state at boot and applies the restart rule (docs/sessions.md#restart):
+    /// connected sessions become disconnected with a full grace period; stored deadlines are
+    /// re-armed (one already past fires at the next [`Core::handle_timeout`]); calls are not
+    /// dropped.
     pub fn restore(&mut self, state: Restored, now: Now) {
         for rec in state.agents {
-            if let Some(a) = self.agents.get_mut(&rec.id) {
-                a.rec = rec;
-                for b in &a.rec.bindings {
-                    self.wheel.insert(
-                        now.mono_for(b.expires_at),
-                        Timer::Binding(a.rec.id.clone(), b.contact.clone()),
-                    );
-                }
+            let Some(a) = self.org.agents.get_mut(&rec.id) else {
+                continue;
+            };
+            let timers: Vec<_> = rec
+                .bindings
+                .iter()
+                .map(|b| {
+                    let timer = Timer::Binding(rec.id.clone(), b.contact.clone());
+                    (timer, now.deadline_at(b.expires_at))
+                })
+                .collect();
+            a.rec = rec;
+            for (timer, at) in timers {
+                self.arm(timer, at);
             }
         }
         for (thread, messages) in state.threads {
             if thread.open && matches!(thread.medium, Medium::Sms | Medium::Social) {
-                self.open_threads
+                self.work
+                    .open_threads
                     .insert((thread.medium, thread.customer.address.clone()), thread.id);
             }
             if let Some(h) = thread.token_hash {
-                self.tokens.insert(h, TokenOwner::Thread(thread.id));
+                self.auth.tokens.insert(h, TokenOwner::Thread(thread.id));
             }
-            self.threads.insert(
+            self.work.threads.insert(
                 thread.id,
                 ThreadRt {
                     rec: thread,
                     messages,
+                    sent: (0, 0),
                 },
             );
         }
         for (id, events) in state.events {
-            self.timelines.insert(id, events);
+            self.work.timelines.insert(id, events);
         }
         for c in state.conversations {
             let id = c.id;
             if c.status == Status::InQueue {
-                if let Some(q) = self.queues.get_mut(&c.queue) {
+                if let Some(q) = self.org.queues.get_mut(&c.queue) {
                     q.waiting.insert((c.queue_rank, id));
                 }
             }
             if let (Some(agent), true) = (&c.agent, c.status.is_assigned()) {
-                if let Some(a) = self.agents.get_mut(agent) {
+                if let Some(a) = self.org.agents.get_mut(agent) {
                     a.assigned.insert(id);
                 }
             }
             if let (Status::Offered, Some(at)) = (c.status, c.offer_expires_at) {
-                self.wheel.insert(now.mono_for(at), Timer::Offer(id));
+                self.arm(Timer::Offer(id), now.deadline_at(at));
             }
-            self.conversations.insert(id, c);
+            self.work.conversations.insert(id, c);
         }
         for mut s in state.sessions {
             match s.role {
-                Role::Supervisor if !self.supervisors.contains_key(&s.user) => {
-                    self.writes.push(Write::SessionEnded {
+                Role::Supervisor if !self.org.supervisors.contains_key(&s.user) => {
+                    self.batch.writes.push(Write::SessionEnded {
                         id: s.id,
                         token_hash: s.token_hash,
                     });
                     continue;
                 }
                 Role::Supervisor => {
-                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
+                    self.auth
+                        .tokens
+                        .insert(s.token_hash, TokenOwner::Session(s.id));
                     if let Some(d) = s.deadline {
-                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
+                        self.arm(Timer::Grace(s.id), now.deadline_at(d));
                     }
                 }
-                Role::Agent if !self.agents.contains_key(&s.user) => {
+                Role::Agent if !self.org.agents.contains_key(&s.user) => {
                     // The agent was removed from the configuration: the session ends.
-                    self.writes.push(Write::SessionEnded {
+                    self.batch.writes.push(Write::SessionEnded {
                         id: s.id,
                         token_hash: s.token_hash,
                     });
                     continue;
                 }
                 Role::Agent => {
-                    if s.state == SessionState::Connected || s.deadline.is_none() {
-                        s.state = SessionState::Disconnected;
-                        s.disconnected_at = Some(now.ts());
-                        s.deadline = Some(now.ts().plus(self.policy.resilience.session_grace));
-                        self.writes.push(Write::Session(Box::new(s.clone())));
+                    let deadline = match s.deadline {
+                        Some(d) if s.state != SessionState::Connected => now.deadline_at(d),
+                        _ => {
+                            s.state = SessionState::Disconnected;
+                            s.disconnected_at = Some(now.ts());
+                            now.after(self.policy.resilience.session_grace)
+                        }
+                    };
+                    let stored = self.arm(Timer::Grace(s.id), deadline);
+                    if s.deadline != Some(stored) {
+                        s.deadline = Some(stored);
+                        self.batch.writes.push(Write::Session(Box::new(s.clone())));
                     }
-                    if let Some(d) = s.deadline {
-                        self.wheel.insert(now.mono_for(d), Timer::Grace(s.id));
-                    }
-                    self.tokens.insert(s.token_hash, TokenOwner::Session(s.id));
-                    if let Some(a) = self.agents.get_mut(&s.user) {
+                    self.auth
+                        .tokens
+                        .insert(s.token_hash, TokenOwner::Session(s.id));
+                    if let Some(a) = self.org.agents.get_mut(&s.user) {
                         a.session = Some(s.id);
                     }
                 }
             }
-            self.sessions.insert(
+            self.auth.sessions.insert(
                 s.id,
                 SessionRt {
                     rec: s,
@@ -392,19 +446,20 @@ impl Core {
             );
         }
         for (session, conv, draft) in state.drafts {
-            if let Some(s) = self.sessions.get_mut(&session) {
+            if let Some(s) = self.auth.sessions.get_mut(&session) {
                 s.drafts.insert(conv, draft);
             }
         }
         for item in state.outbox {
-            self.wheel.insert(
-                now.mono_for(item.next_attempt_at),
+            self.arm(
                 Timer::Outbox(item.message_id),
+                now.deadline_at(item.next_attempt_at),
             );
-            self.outbox.insert(item.message_id, item);
+            self.work.outbox.insert(item.message_id, item);
         }
         // Offers to agents who are not connected (all of them, right after a boot) go back.
         let offered: Vec<Uuid> = self
+            .work
             .conversations
             .values()
             .filter(|c| c.status == Status::Offered)
@@ -413,7 +468,7 @@ impl Core {
         for id in offered {
             self.withdraw_offer(now, id, "server restarted");
         }
-        self.alloc_needed = true;
+        self.batch.alloc_needed = true;
         self.finish_command(now);
     }
 
@@ -423,7 +478,7 @@ impl Core {
         self.finish_command(now);
         // A reply shows the conversation as the whole command left it (allocation included).
         if let Ok(Reply::Conversation(v)) = &mut result {
-            if let Some(c) = self.conversations.get(&v.id) {
+            if let Some(c) = self.work.conversations.get(&v.id) {
                 **v = self.conversation_view(c, true);
             }
         }
@@ -570,26 +625,26 @@ impl Core {
     /// The changes of the batch so far, to be written in one transaction. Closed work is
     /// released from memory here: once written, the store is its home.
     pub fn take_writes(&mut self) -> Vec<Write> {
-        let mut writes = std::mem::take(&mut self.writes);
-        for id in std::mem::take(&mut self.dirty_threads) {
-            if let Some(t) = self.threads.get(&id) {
+        let mut writes = std::mem::take(&mut self.batch.writes);
+        for id in std::mem::take(&mut self.batch.dirty_threads) {
+            if let Some(t) = self.work.threads.get(&id) {
                 writes.push(Write::Thread(Box::new(t.rec.clone())));
                 if !t.rec.open {
-                    self.threads.remove(&id);
+                    self.work.threads.remove(&id);
                 }
             }
         }
-        for id in std::mem::take(&mut self.dirty_convs) {
-            if let Some(c) = self.conversations.get(&id) {
+        for id in std::mem::take(&mut self.batch.dirty_convs) {
+            if let Some(c) = self.work.conversations.get(&id) {
                 writes.push(Write::Conversation(Box::new(c.clone())));
                 if c.status.is_closed() {
-                    self.conversations.remove(&id);
-                    self.timelines.remove(&id);
+                    self.work.conversations.remove(&id);
+                    self.work.timelines.remove(&id);
                 }
             }
         }
-        for id in std::mem::take(&mut self.batch_agents) {
-            if let Some(a) = self.agents.get(&id) {
+        for id in std::mem::take(&mut self.batch.batch_agents) {
+            if let Some(a) = self.org.agents.get(&id) {
                 writes.push(Write::Agent(Box::new(a.rec.clone())));
             }
         }
@@ -598,26 +653,37 @@ impl Core {
 
     /// The next thing to tell subscribers (after the batch's writes are committed).
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        self.batch.effects.pop_front()
     }
 
     /// A conversation the core holds in memory (open work and work closed in this batch).
     pub fn conversation(&self, id: &Uuid) -> Option<&Conversation> {
-        self.conversations.get(id)
+        self.work.conversations.get(id)
     }
 
     /// Puts a closed conversation read back from the store into memory for one command
     /// that needs it (a callback of a handled call); released again at the next write-out.
     pub fn adopt_closed(&mut self, c: Conversation) {
-        if c.status.is_closed() && !self.conversations.contains_key(&c.id) {
-            self.dirty_convs.insert(c.id);
-            self.conversations.insert(c.id, c);
+        if c.status.is_closed() && !self.work.conversations.contains_key(&c.id) {
+            self.batch.dirty_convs.insert(c.id);
+            self.work.conversations.insert(c.id, c);
         }
     }
 
     /// The timeline of an open conversation.
     pub fn timeline(&self, id: &Uuid) -> &[Event] {
-        self.timelines.get(id).map(Vec::as_slice).unwrap_or(&[])
+        self.work
+            .timelines
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Arms `timer` for `at` (replacing an earlier arming of the same timer) and returns the
+    /// wall-clock time to store: the one way a deadline is set.
+    fn arm(&mut self, timer: Timer, at: Deadline) -> Timestamp {
+        self.wheel.insert(at.mono, timer);
+        at.wall
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -630,25 +696,25 @@ impl Core {
 
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges::default();
-        for s in self.sessions.values() {
+        for s in self.auth.sessions.values() {
             match (s.rec.role, s.rec.state) {
                 (Role::Supervisor, _) => g.supervisor_sessions += 1,
                 (Role::Agent, SessionState::Connected) => g.sessions_connected += 1,
                 (Role::Agent, SessionState::Disconnected) => g.sessions_disconnected += 1,
             }
         }
-        for c in self.conversations.values() {
+        for c in self.work.conversations.values() {
             *g.conversations.entry(c.status.as_str()).or_default() += 1;
         }
-        for (id, q) in &self.queues {
+        for (id, q) in &self.org.queues {
             g.queue_waiting.insert(id.clone(), q.waiting.len() as u64);
         }
-        for a in self.agents.values() {
+        for a in self.org.agents.values() {
             g.sip_bindings += a.rec.bindings.len() as u64;
             g.agents_registered += u64::from(!a.rec.bindings.is_empty());
         }
         g.timers = self.wheel.len() as u64;
-        g.outbox_pending = self.outbox.len() as u64;
+        g.outbox_pending = self.work.outbox.len() as u64;
         g
     }
 
@@ -657,7 +723,7 @@ impl Core {
     /// A UUID v7 that sorts after every id made before it (RFC 9562 §6.2 method 1: a 12-bit
     /// counter in `rand_a` orders ids of the same millisecond).
     fn new_id(&mut self, now: Now) -> Uuid {
-        let (last_ms, last_seq) = self.last_id;
+        let (last_ms, last_seq) = self.ids.last_id;
         let mut ms = now.wall.max(0).max(last_ms);
         let seq = if ms == last_ms {
             if last_seq >= 0x0FFF {
@@ -669,9 +735,9 @@ impl Core {
         } else {
             0
         };
-        self.last_id = (ms, seq);
+        self.ids.last_id = (ms, seq);
         let mut bytes = [0u8; 10];
-        self.rng.fill_bytes(&mut bytes[2..]);
+        self.ids.rng.fill_bytes(&mut bytes[2..]);
         bytes[0] = (seq >> 8) as u8 & 0x0F;
         bytes[1] = (seq & 0xFF) as u8;
         uuid::Builder::from_unix_timestamp_millis(ms as u64, &bytes).into_uuid()
@@ -679,12 +745,16 @@ impl Core {
 
     /// Marks a conversation as about to change (call before mutating it).
     fn touch(&mut self, id: Uuid) {
-        let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
-        let entry = self.touched.entry(id).or_default();
+        let agent = self
+            .work
+            .conversations
+            .get(&id)
+            .and_then(|c| c.agent.clone());
+        let entry = self.batch.touched.entry(id).or_default();
         if let Some(a) = agent {
             entry.insert(a);
         }
-        self.dirty_convs.insert(id);
+        self.batch.dirty_convs.insert(id);
     }
 
     /// A message text, trimmed, non-empty and within `limits.max_message_chars`.
@@ -703,13 +773,14 @@ impl Core {
     }
 
     fn conv(&self, id: Uuid) -> Result<&Conversation, Rejection> {
-        self.conversations
+        self.work
+            .conversations
             .get(&id)
             .ok_or_else(|| Rejection::NotFound(format!("conversation {id} is not open")))
     }
 
     fn queue_cfg(&self, queue: &str) -> Option<&QueueConfig> {
-        self.queues.get(queue).map(|q| &q.cfg)
+        self.org.queues.get(queue).map(|q| &q.cfg)
     }
 
     /// Appends an event to a conversation's timeline.
@@ -721,7 +792,7 @@ impl Core {
         agent: Option<&str>,
         detail: Option<String>,
     ) {
-        let Some(c) = self.conversations.get_mut(&id) else {
+        let Some(c) = self.work.conversations.get_mut(&id) else {
             return;
         };
         let event = Event {
@@ -732,9 +803,13 @@ impl Core {
         };
         let seq = c.event_count;
         c.event_count += 1;
-        self.dirty_convs.insert(id);
-        self.timelines.entry(id).or_default().push(event.clone());
-        self.writes.push(Write::Event {
+        self.batch.dirty_convs.insert(id);
+        self.work
+            .timelines
+            .entry(id)
+            .or_default()
+            .push(event.clone());
+        self.batch.writes.push(Write::Event {
             conversation: id,
             seq,
             event,
@@ -744,21 +819,21 @@ impl Core {
     /// Sets (or clears) the agent of a conversation, keeping the per-agent index in step.
     fn set_agent(&mut self, id: Uuid, agent: Option<AgentId>) {
         self.touch(id);
-        let Some(c) = self.conversations.get_mut(&id) else {
+        let Some(c) = self.work.conversations.get_mut(&id) else {
             return;
         };
         if let Some(old) = c.agent.take() {
-            if let Some(a) = self.agents.get_mut(&old) {
+            if let Some(a) = self.org.agents.get_mut(&old) {
                 a.assigned.remove(&id);
-                self.dirty_agents.insert(old.clone());
+                self.batch.dirty_agents.insert(old.clone());
             }
-            self.alloc_needed = true;
+            self.batch.alloc_needed = true;
         }
         if let Some(new) = agent {
-            if let Some(a) = self.agents.get_mut(&new) {
+            if let Some(a) = self.org.agents.get_mut(&new) {
                 a.assigned.insert(id);
             }
-            self.dirty_agents.insert(new.clone());
+            self.batch.dirty_agents.insert(new.clone());
             c.last_agent = Some(new.clone());
             c.agent = Some(new);
         }
@@ -767,7 +842,7 @@ impl Core {
     /// Sets a conversation's status, keeping the agent index in step with "assigned".
     fn set_status(&mut self, id: Uuid, status: Status) {
         self.touch(id);
-        let Some(c) = self.conversations.get_mut(&id) else {
+        let Some(c) = self.work.conversations.get_mut(&id) else {
             return;
         };
         c.status = status;
@@ -777,11 +852,11 @@ impl Core {
         }
         if let Some(agent) = c.agent.clone() {
             if !status.is_assigned() {
-                if let Some(a) = self.agents.get_mut(&agent) {
+                if let Some(a) = self.org.agents.get_mut(&agent) {
                     a.assigned.remove(&id);
                 }
-                self.dirty_agents.insert(agent);
-                self.alloc_needed = true;
+                self.batch.dirty_agents.insert(agent);
+                self.batch.alloc_needed = true;
             }
         }
     }
@@ -799,7 +874,7 @@ impl Core {
         reason: DisconnectReason,
     ) {
         self.set_status(id, status);
-        if let Some(c) = self.conversations.get_mut(&id) {
+        if let Some(c) = self.work.conversations.get_mut(&id) {
             c.ended_at = Some(at);
             c.disconnect_party = Some(reason.party());
             c.disconnect_reason = Some(reason);
@@ -811,23 +886,27 @@ impl Core {
 
     /// A conversation reached `handled` or `abandoned`: it leaves the agent.
     fn release_closed(&mut self, id: Uuid) {
-        let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
+        let agent = self
+            .work
+            .conversations
+            .get(&id)
+            .and_then(|c| c.agent.clone());
         if let Some(agent) = agent {
-            if let Some(a) = self.agents.get_mut(&agent) {
+            if let Some(a) = self.org.agents.get_mut(&agent) {
                 a.assigned.remove(&id);
             }
-            if let Some(s) = self.agents.get(&agent).and_then(|a| a.session) {
+            if let Some(s) = self.org.agents.get(&agent).and_then(|a| a.session) {
                 self.drop_draft(s, id);
             }
-            self.dirty_agents.insert(agent);
+            self.batch.dirty_agents.insert(agent);
         }
-        self.alloc_needed = true;
+        self.batch.alloc_needed = true;
     }
 
     fn drop_draft(&mut self, session: Uuid, conv: Uuid) {
-        if let Some(s) = self.sessions.get_mut(&session) {
+        if let Some(s) = self.auth.sessions.get_mut(&session) {
             if s.drafts.remove(&conv).is_some() {
-                self.writes.push(Write::Draft {
+                self.batch.writes.push(Write::Draft {
                     session,
                     conversation: conv,
                     draft: None,
@@ -838,7 +917,8 @@ impl Core {
 
     /// The conversations offered to or held by `agent`.
     fn held_by(&self, agent: &str) -> Vec<Uuid> {
-        self.agents
+        self.org
+            .agents
             .get(agent)
             .map(|a| a.assigned.iter().copied().collect())
             .unwrap_or_default()
@@ -860,20 +940,22 @@ impl Core {
         agent
             .assigned
             .iter()
-            .filter_map(|id| self.conversations.get(id))
+            .filter_map(|id| self.work.conversations.get(id))
             .filter(|c| c.channel() == channel && c.status.is_assigned())
             .count() as u32
     }
 
     fn capacity(&self, agent: &str, channel: Channel) -> u32 {
-        self.agents
+        self.org
+            .agents
             .get(agent)
             .map(|a| a.capacity.for_channel(channel))
             .unwrap_or(0)
     }
 
     fn agent_name(&self, agent: &str) -> String {
-        self.agents
+        self.org
+            .agents
             .get(agent)
             .map(|a| a.name.clone())
             .unwrap_or_else(|| agent.to_string())
@@ -882,7 +964,7 @@ impl Core {
     fn session_connected(&self, agent: &AgentRt) -> bool {
         agent
             .session
-            .and_then(|s| self.sessions.get(&s))
+            .and_then(|s| self.auth.sessions.get(&s))
             .is_some_and(|s| s.rec.state == SessionState::Connected)
     }
 
@@ -908,18 +990,18 @@ impl Core {
 
     /// End of a command: allocate, then turn what changed into notifications.
     fn finish_command(&mut self, now: Now) {
-        if self.alloc_needed {
-            self.alloc_needed = false;
+        if self.batch.alloc_needed {
+            self.batch.alloc_needed = false;
             self.allocate(now);
         }
         self.notify_touched();
     }
 
     fn notify_touched(&mut self) {
-        let touched = std::mem::take(&mut self.touched);
+        let touched = std::mem::take(&mut self.batch.touched);
         let mut threads = BTreeSet::new();
         for (id, mut agents) in touched {
-            let Some(c) = self.conversations.get(&id) else {
+            let Some(c) = self.work.conversations.get(&id) else {
                 continue;
             };
             if let Some(a) = &c.agent {
@@ -928,10 +1010,10 @@ impl Core {
             if let Some(t) = c.thread {
                 threads.insert(t);
             }
-            self.dirty_queues.insert(c.queue.clone());
+            self.batch.dirty_queues.insert(c.queue.clone());
             let view = self.conversation_view(c, true);
             for agent in agents {
-                self.effects.push_back(Effect::Panel {
+                self.batch.effects.push_back(Effect::Panel {
                     agent,
                     event: view::PanelEvent::Conversation {
                         conversation: Box::new(view.clone()),
@@ -940,28 +1022,30 @@ impl Core {
             }
             let mut plain = view;
             plain.messages = None;
-            self.effects
+            self.batch
+                .effects
                 .push_back(Effect::Dashboard(view::DashboardEvent::Conversation {
                     conversation: Box::new(plain),
                 }));
         }
         // Queue positions move for every web chat waiting in a changed queue.
-        let queues = std::mem::take(&mut self.dirty_queues);
+        let queues = std::mem::take(&mut self.batch.dirty_queues);
         for q in &queues {
-            if let Some(rt) = self.queues.get(q) {
+            if let Some(rt) = self.org.queues.get(q) {
                 for (_, id) in &rt.waiting {
-                    if let Some(t) = self.conversations.get(id).and_then(|c| c.thread) {
+                    if let Some(t) = self.work.conversations.get(id).and_then(|c| c.thread) {
                         threads.insert(t);
                     }
                 }
                 let qv = self.queue_view(rt);
-                self.effects
+                self.batch
+                    .effects
                     .push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
             }
         }
         for t in threads {
             if let Some((status, position, agent_name)) = self.thread_status(t) {
-                self.effects.push_back(Effect::Chat {
+                self.batch.effects.push_back(Effect::Chat {
                     thread: t,
                     event: view::ChatEvent::Status {
                         status,
@@ -970,15 +1054,17 @@ impl Core {
                     },
                 });
             }
-            if self.threads.get(&t).is_some_and(|th| !th.rec.open) {
+            if self.work.threads.get(&t).is_some_and(|th| !th.rec.open) {
                 // The chat is over: its sockets close after the final status frame.
-                self.effects.push_back(Effect::CloseChat { thread: t });
+                self.batch
+                    .effects
+                    .push_back(Effect::CloseChat { thread: t });
             }
         }
-        let agents = std::mem::take(&mut self.dirty_agents);
-        self.batch_agents.extend(agents.iter().cloned());
+        let agents = std::mem::take(&mut self.batch.dirty_agents);
+        self.batch.batch_agents.extend(agents.iter().cloned());
         for id in agents {
-            let Some(a) = self.agents.get(&id) else {
+            let Some(a) = self.org.agents.get(&id) else {
                 continue;
             };
             let caps = self.capabilities(a);
@@ -987,24 +1073,25 @@ impl Core {
             let caps_changed = caps != a.sent_caps;
             let banners_changed = banners != a.sent_banners;
             if caps_changed {
-                self.effects.push_back(Effect::Panel {
+                self.batch.effects.push_back(Effect::Panel {
                     agent: id.clone(),
                     event: view::PanelEvent::Capabilities { capabilities: caps },
                 });
             }
             if banners_changed {
-                self.effects.push_back(Effect::Panel {
+                self.batch.effects.push_back(Effect::Panel {
                     agent: id.clone(),
                     event: view::PanelEvent::Banners {
                         banners: banners.clone(),
                     },
                 });
             }
-            self.effects
+            self.batch
+                .effects
                 .push_back(Effect::Dashboard(view::DashboardEvent::Agent {
                     agent: Box::new(av),
                 }));
-            if let Some(a) = self.agents.get_mut(&id) {
+            if let Some(a) = self.org.agents.get_mut(&id) {
                 a.sent_caps = caps;
                 a.sent_banners = banners;
             }

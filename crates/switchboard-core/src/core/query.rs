@@ -1,9 +1,14 @@
 //! Core layer: read-only views of the live state — the agent snapshot, Dashboard rows,
 //! conversation views with transcripts.
 
-use super::model::*;
-use super::view::*;
-use super::*;
+use super::command::Rejection;
+use super::model::{Conversation, Presence, SessionState, Status};
+use super::view::{
+    AgentSnapshot, AgentView, Capabilities, ConversationView, DashboardEvent, QueueView,
+    SessionRef, SessionSummary, SipSummary,
+};
+use super::{AgentRt, Core, QueueRt};
+use uuid::Uuid;
 
 impl Core {
     /// A conversation's view; with `transcript`, its messages too (agent-facing).
@@ -12,8 +17,8 @@ impl Core {
         if transcript {
             v.messages = Some(
                 c.thread
-                    .and_then(|t| self.threads.get(&t))
-                    .map(|t| t.messages.iter().map(MessageView::of).collect())
+                    .and_then(|t| self.work.threads.get(&t))
+                    .map(|t| self.recent_messages(t))
                     .unwrap_or_default(),
             );
         }
@@ -26,7 +31,7 @@ impl Core {
 
     /// Every conversation assigned or offered to the agent and not handled, with transcripts.
     pub(super) fn snapshot(&self, agent: &str) -> AgentSnapshot {
-        let Some(a) = self.agents.get(agent) else {
+        let Some(a) = self.org.agents.get(agent) else {
             return AgentSnapshot {
                 session: SessionRef {
                     id: Uuid::nil(),
@@ -40,8 +45,9 @@ impl Core {
                 drafts: Default::default(),
             };
         };
-        let session = a.session.and_then(|s| self.sessions.get(&s));
+        let session = a.session.and_then(|s| self.auth.sessions.get(&s));
         let mut conversations: Vec<ConversationView> = self
+            .work
             .conversations
             .values()
             .filter(|c| c.agent.as_deref() == Some(agent) && c.status != Status::Handled)
@@ -68,7 +74,7 @@ impl Core {
     pub(super) fn agent_view(&self, a: &AgentRt) -> AgentView {
         let session = a
             .session
-            .and_then(|s| self.sessions.get(&s))
+            .and_then(|s| self.auth.sessions.get(&s))
             .map(|s| SessionSummary {
                 id: s.rec.id,
                 state: s.rec.state,
@@ -77,6 +83,7 @@ impl Core {
             });
         let cfg = self.policy.agents.iter().find(|c| c.id == a.rec.id);
         let open = self
+            .work
             .conversations
             .values()
             .filter(|c| c.agent.as_deref() == Some(a.rec.id.as_str()) && !c.status.is_closed())
@@ -108,7 +115,7 @@ impl Core {
         self.policy
             .agents
             .iter()
-            .filter_map(|c| self.agents.get(&c.id))
+            .filter_map(|c| self.org.agents.get(&c.id))
             .map(|a| self.agent_view(a))
             .collect()
     }
@@ -117,7 +124,7 @@ impl Core {
         let oldest = q
             .waiting
             .iter()
-            .filter_map(|(_, id)| self.conversations.get(id))
+            .filter_map(|(_, id)| self.work.conversations.get(id))
             .map(|c| c.queue_arrival_time)
             .min();
         QueueView {
@@ -130,7 +137,11 @@ impl Core {
     }
 
     pub(super) fn queue_views(&self) -> Vec<QueueView> {
-        self.queues.values().map(|q| self.queue_view(q)).collect()
+        self.org
+            .queues
+            .values()
+            .map(|q| self.queue_view(q))
+            .collect()
     }
 
     /// Snapshot for a new Dashboard socket.

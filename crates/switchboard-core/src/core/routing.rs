@@ -1,37 +1,43 @@
-//! Core layer: queues and allocation (SPEC §4) — queue order, eligibility, automatic offers
+//! Core layer: queues and allocation (docs/routing.md) — queue order, eligibility, automatic offers
 //! to the longest-idle agent, offer answers and timeouts, manual picking, and the requeue of
-//! a chat whose agent's session was lost (SPEC §3).
+//! a chat whose agent's session was lost (docs/policy.md#deadline).
 
-use super::model::*;
-use super::*;
-use crate::policy::RequeuePosition;
+use super::command::{Principal, Rejection, Reply};
+use super::model::{
+    AgentId, Conversation, DisconnectReason, EventKind, Metadata, Origin, OriginKind, Presence,
+    Status, TokenHash, channel_index,
+};
+use super::time::{Now, Timestamp};
+use super::{AgentRt, Core, QueueRt, Timer};
+use crate::policy::{Channel, RequeuePosition};
+use uuid::Uuid;
 
 impl Core {
     /// Puts a conversation in its queue (`in_queue`) at its rank.
     pub(super) fn enqueue(&mut self, id: Uuid) {
         self.set_agent(id, None);
         self.set_status(id, Status::InQueue);
-        let Some(c) = self.conversations.get(&id) else {
+        let Some(c) = self.work.conversations.get(&id) else {
             return;
         };
         let (rank, queue) = (c.queue_rank, c.queue.clone());
-        if let Some(q) = self.queues.get_mut(&queue) {
+        if let Some(q) = self.org.queues.get_mut(&queue) {
             q.waiting.insert((rank, id));
         }
-        self.dirty_queues.insert(queue);
-        self.alloc_needed = true;
+        self.batch.dirty_queues.insert(queue);
+        self.batch.alloc_needed = true;
     }
 
     /// Takes a conversation out of its queue's waiting list.
     pub(super) fn dequeue(&mut self, id: Uuid) {
-        let Some(c) = self.conversations.get(&id) else {
+        let Some(c) = self.work.conversations.get(&id) else {
             return;
         };
         let (rank, queue) = (c.queue_rank, c.queue.clone());
-        if let Some(q) = self.queues.get_mut(&queue) {
+        if let Some(q) = self.org.queues.get_mut(&queue) {
             q.waiting.remove(&(rank, id));
         }
-        self.dirty_queues.insert(queue);
+        self.batch.dirty_queues.insert(queue);
     }
 
     /// Whether `agent` may be offered work on `channel` right now (ignoring queue membership).
@@ -46,20 +52,21 @@ impl Core {
     /// eligible member idle longest on that channel who has not declined it.
     pub(super) fn allocate(&mut self, now: Now) {
         let queue_ids: Vec<String> = self
+            .org
             .queues
             .iter()
             .filter(|(_, q)| !q.waiting.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for qid in queue_ids {
-            let Some(q) = self.queues.get(&qid) else {
+            let Some(q) = self.org.queues.get(&qid) else {
                 continue;
             };
             let channel = q.cfg.channel;
             let mut candidates: Vec<(Timestamp, AgentId)> = q
                 .members
                 .iter()
-                .filter_map(|m| self.agents.get(m))
+                .filter_map(|m| self.org.agents.get(m))
                 .filter(|a| self.eligible(a, channel))
                 .map(|a| (a.rec.idle_since[channel_index(channel)], a.rec.id.clone()))
                 .collect();
@@ -72,7 +79,7 @@ impl Core {
                 if candidates.is_empty() {
                     break;
                 }
-                let Some(c) = self.conversations.get(&id) else {
+                let Some(c) = self.work.conversations.get(&id) else {
                     continue;
                 };
                 let Some(pos) = candidates
@@ -84,6 +91,7 @@ impl Core {
                 let agent = candidates[pos].1.clone();
                 self.offer(now, id, &agent);
                 let still = self
+                    .org
                     .agents
                     .get(&agent)
                     .is_some_and(|a| self.eligible(a, channel));
@@ -100,7 +108,7 @@ impl Core {
     /// Offers a conversation to an agent (from the queue, or directly for transfers).
     pub(super) fn offer(&mut self, now: Now, id: Uuid, agent: &str) {
         self.dequeue(id);
-        let Some(c) = self.conversations.get(&id) else {
+        let Some(c) = self.work.conversations.get(&id) else {
             return;
         };
         let timeout = self
@@ -110,12 +118,11 @@ impl Core {
         let channel = c.channel();
         self.set_agent(id, Some(agent.to_string()));
         self.set_status(id, Status::Offered);
-        if let Some(c) = self.conversations.get_mut(&id) {
-            c.offer_expires_at = Some(now.ts().plus(timeout));
+        let expires = self.arm(Timer::Offer(id), now.after(timeout));
+        if let Some(c) = self.work.conversations.get_mut(&id) {
+            c.offer_expires_at = Some(expires);
         }
-        self.wheel
-            .insert(now.mono + timeout.as_millis() as u64, Timer::Offer(id));
-        if let Some(a) = self.agents.get_mut(agent) {
+        if let Some(a) = self.org.agents.get_mut(agent) {
             a.rec.idle_since[channel_index(channel)] = now.ts();
         }
         self.counters.offers += 1;
@@ -124,7 +131,11 @@ impl Core {
 
     /// An offer goes back to the queue, keeping its arrival time.
     pub(super) fn withdraw_offer(&mut self, now: Now, id: Uuid, why: &str) {
-        let agent = self.conversations.get(&id).and_then(|c| c.agent.clone());
+        let agent = self
+            .work
+            .conversations
+            .get(&id)
+            .and_then(|c| c.agent.clone());
         self.event(
             now,
             id,
@@ -137,13 +148,15 @@ impl Core {
 
     pub(super) fn withdraw_offers_of(&mut self, now: Now, agent: &str, why: &str) {
         let offered: Vec<Uuid> = self
+            .org
             .agents
             .get(agent)
             .map(|a| {
                 a.assigned
                     .iter()
                     .filter(|id| {
-                        self.conversations
+                        self.work
+                            .conversations
                             .get(id)
                             .is_some_and(|c| c.status == Status::Offered)
                     })
@@ -157,7 +170,7 @@ impl Core {
     }
 
     pub(super) fn offer_timed_out(&mut self, now: Now, id: Uuid) {
-        let Some(c) = self.conversations.get(&id) else {
+        let Some(c) = self.work.conversations.get(&id) else {
             return;
         };
         if c.status != Status::Offered {
@@ -169,7 +182,7 @@ impl Core {
             .is_some_and(|q| q.not_ready_after_no_response);
         self.counters.offer_timeouts += 1;
         self.event(now, id, EventKind::OfferTimeout, Some(&agent), None);
-        if let Some(c) = self.conversations.get_mut(&id) {
+        if let Some(c) = self.work.conversations.get_mut(&id) {
             c.declined_by.push(agent.clone());
         }
         self.enqueue(id);
@@ -211,7 +224,7 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         let agent = self.offered_to(token, now, id)?;
         self.event(now, id, EventKind::OfferRejected, Some(&agent), None);
-        if let Some(c) = self.conversations.get_mut(&id) {
+        if let Some(c) = self.work.conversations.get_mut(&id) {
             c.declined_by.push(agent);
         }
         self.enqueue(id);
@@ -229,7 +242,7 @@ impl Core {
         let list = q
             .waiting
             .iter()
-            .filter_map(|(_, id)| self.conversations.get(id))
+            .filter_map(|(_, id)| self.work.conversations.get(id))
             .map(|c| self.conversation_view(c, false))
             .collect();
         Ok(Reply::Conversations(list))
@@ -243,6 +256,7 @@ impl Core {
         queue: &str,
     ) -> Result<&QueueRt, Rejection> {
         let q = self
+            .org
             .queues
             .get(queue)
             .ok_or_else(|| Rejection::NotFound(format!("no queue {queue:?}")))?;
@@ -271,7 +285,7 @@ impl Core {
                 "conversation {id} is not waiting in queue {queue:?}"
             )));
         }
-        let a = self.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
+        let a = self.org.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
         if self.load(a, channel) >= self.capacity(&agent, channel) {
             return Err(Rejection::conflict(
                 "capacity_reached",
@@ -286,7 +300,7 @@ impl Core {
         self.dequeue(id);
         self.set_agent(id, Some(agent.clone()));
         self.set_status(id, Status::InProcess);
-        if let Some(a) = self.agents.get_mut(&agent) {
+        if let Some(a) = self.org.agents.get_mut(&agent) {
             a.rec.idle_since[channel_index(channel)] = now.ts();
         }
         self.event(now, id, EventKind::Picked, Some(&agent), None);
@@ -316,7 +330,7 @@ impl Core {
             Status::Handled,
             DisconnectReason::AgentSessionLost,
         );
-        let Some(orig) = self.conversations.get(&id).cloned() else {
+        let Some(orig) = self.work.conversations.get(&id).cloned() else {
             return;
         };
         let position = self
@@ -328,6 +342,7 @@ impl Core {
             RequeuePosition::Back => (now.ts(), now.wall),
             RequeuePosition::Front => {
                 let head = self
+                    .org
                     .queues
                     .get(&orig.queue)
                     .and_then(|q| q.waiting.first().map(|(r, _)| *r))
@@ -366,7 +381,7 @@ impl Core {
             declined_by: Vec::new(),
             event_count: 0,
         };
-        self.conversations.insert(new_id, new);
+        self.work.conversations.insert(new_id, new);
         self.touch(new_id);
         self.event(
             now,

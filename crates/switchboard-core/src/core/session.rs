@@ -1,16 +1,25 @@
-//! Core layer: user sessions (SPEC §2) — login and takeover, panel sockets, connection loss,
-//! resume, the grace deadline with the per-channel loss policy (SPEC §3), logout, presence.
+//! Core layer: user sessions (docs/sessions.md) — login and takeover, panel sockets, connection
+//! loss, resume, the grace deadline with the per-channel loss policy (docs/policy.md), logout,
+//! presence.
 
-use super::model::*;
+use super::command::{Principal, Rejection, Reply};
+use super::effect::{Effect, Write};
+use super::model::{
+    AgentId, DisconnectReason, EventKind, Presence, Role, Session, SessionState, Status, TokenHash,
+};
+use super::time::Now;
 use super::view::PanelEvent;
-use super::*;
+use super::{Core, SUPERVISOR_SESSION, SessionRt, Timer, TokenOwner};
+use crate::policy::Channel;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
 
 impl Core {
     /// Who a token belongs to, if it is live.
     pub(super) fn principal(&self, token: &TokenHash, _now: Now) -> Result<Principal, Rejection> {
-        match self.tokens.get(token) {
+        match self.auth.tokens.get(token) {
             Some(TokenOwner::Session(id)) => {
-                let s = self.sessions.get(id).ok_or(Rejection::Unauthorized)?;
+                let s = self.auth.sessions.get(id).ok_or(Rejection::Unauthorized)?;
                 Ok(match s.rec.role {
                     Role::Agent => Principal::Agent {
                         agent: s.rec.user.clone(),
@@ -23,7 +32,7 @@ impl Core {
                 })
             }
             Some(TokenOwner::Thread(t)) => {
-                let th = self.threads.get(t).ok_or(Rejection::Unauthorized)?;
+                let th = self.work.threads.get(t).ok_or(Rejection::Unauthorized)?;
                 Ok(Principal::Customer {
                     thread: th.rec.id,
                     conversation: th.rec.current,
@@ -62,7 +71,7 @@ impl Core {
         token: TokenHash,
     ) -> Result<Reply, Rejection> {
         if role == Role::Supervisor {
-            if !self.supervisors.contains_key(&user) {
+            if !self.org.supervisors.contains_key(&user) {
                 return Err(Rejection::Unauthorized);
             }
             let id = self.new_id(now);
@@ -74,14 +83,12 @@ impl Core {
                 state: SessionState::Connected,
                 created_at: now.ts(),
                 disconnected_at: None,
-                deadline: Some(now.ts().plus(SUPERVISOR_SESSION)),
+                deadline: Some(self.arm(Timer::Grace(id), now.after(SUPERVISOR_SESSION))),
             };
-            self.wheel.insert(
-                now.mono + SUPERVISOR_SESSION.as_millis() as u64,
-                Timer::Grace(id),
-            );
-            self.writes.push(Write::Session(Box::new(rec.clone())));
-            self.sessions.insert(
+            self.batch
+                .writes
+                .push(Write::Session(Box::new(rec.clone())));
+            self.auth.sessions.insert(
                 id,
                 SessionRt {
                     rec,
@@ -89,25 +96,25 @@ impl Core {
                     drafts: BTreeMap::new(),
                 },
             );
-            self.tokens.insert(token, TokenOwner::Session(id));
+            self.auth.tokens.insert(token, TokenOwner::Session(id));
             return Ok(Reply::LoggedIn {
                 session_id: id,
                 user,
                 role,
             });
         }
-        let Some(agent) = self.agents.get(&user) else {
+        let Some(agent) = self.org.agents.get(&user) else {
             return Err(Rejection::Unauthorized);
         };
         let grace = self.policy.resilience.session_grace;
-        let existing = agent.session.filter(|s| self.sessions.contains_key(s));
+        let existing = agent.session.filter(|s| self.auth.sessions.contains_key(s));
         let id = match existing {
             Some(id) => {
                 // Takeover: same session, new token, old token revoked, old sockets closed.
-                let Some(s) = self.sessions.get_mut(&id) else {
+                let Some(s) = self.auth.sessions.get_mut(&id) else {
                     return Err(Rejection::Unauthorized);
                 };
-                self.tokens.remove(&s.rec.token_hash);
+                self.auth.tokens.remove(&s.rec.token_hash);
                 s.rec.token_hash = token;
                 let sockets: Vec<u64> = std::mem::take(&mut s.sockets).into_iter().collect();
                 let was_connected = s.rec.state == SessionState::Connected;
@@ -116,26 +123,28 @@ impl Core {
                     s.rec.disconnected_at = Some(now.ts());
                 }
                 // Logging in again is a sign of life: the grace period starts over.
-                s.rec.deadline = Some(now.ts().plus(grace));
-                self.writes.push(Write::Session(Box::new(s.rec.clone())));
+                let deadline = now.after(grace);
+                s.rec.deadline = Some(deadline.wall);
+                self.batch
+                    .writes
+                    .push(Write::Session(Box::new(s.rec.clone())));
                 for sock in &sockets {
-                    self.sockets.remove(sock);
+                    self.auth.sockets.remove(sock);
                 }
                 if !sockets.is_empty() {
-                    self.effects.push_back(Effect::Panel {
+                    self.batch.effects.push_back(Effect::Panel {
                         agent: user.clone(),
                         event: PanelEvent::Session {
                             state: "ended",
                             reason: "taken_over",
                         },
                     });
-                    self.effects.push_back(Effect::ClosePanels {
+                    self.batch.effects.push_back(Effect::ClosePanels {
                         sockets,
                         code: 4001,
                     });
                 }
-                self.wheel
-                    .insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
+                self.arm(Timer::Grace(id), deadline);
                 if was_connected {
                     // The panel moves to a new place; the phone is not affected, so calls
                     // stay up, but nothing may be offered until the new panel is attached.
@@ -153,10 +162,12 @@ impl Core {
                     state: SessionState::Disconnected,
                     created_at: now.ts(),
                     disconnected_at: None,
-                    deadline: Some(now.ts().plus(grace)),
+                    deadline: Some(self.arm(Timer::Grace(id), now.after(grace))),
                 };
-                self.writes.push(Write::Session(Box::new(rec.clone())));
-                self.sessions.insert(
+                self.batch
+                    .writes
+                    .push(Write::Session(Box::new(rec.clone())));
+                self.auth.sessions.insert(
                     id,
                     SessionRt {
                         rec,
@@ -164,9 +175,7 @@ impl Core {
                         drafts: BTreeMap::new(),
                     },
                 );
-                self.wheel
-                    .insert(now.mono + grace.as_millis() as u64, Timer::Grace(id));
-                if let Some(a) = self.agents.get_mut(&user) {
+                if let Some(a) = self.org.agents.get_mut(&user) {
                     a.session = Some(id);
                     a.rec.presence = Presence::Ready;
                     a.rec.idle_since = [now.ts(); 3];
@@ -174,9 +183,9 @@ impl Core {
                 id
             }
         };
-        self.tokens.insert(token, TokenOwner::Session(id));
+        self.auth.tokens.insert(token, TokenOwner::Session(id));
         self.counters.logins += 1;
-        self.dirty_agents.insert(user.clone());
+        self.batch.dirty_agents.insert(user.clone());
         Ok(Reply::LoggedIn {
             session_id: id,
             user,
@@ -188,9 +197,9 @@ impl Core {
         match self.principal(token, now)? {
             Principal::Supervisor { session, .. } => {
                 self.wheel.cancel(&Timer::Grace(session));
-                if let Some(s) = self.sessions.remove(&session) {
-                    self.tokens.remove(&s.rec.token_hash);
-                    self.writes.push(Write::SessionEnded {
+                if let Some(s) = self.auth.sessions.remove(&session) {
+                    self.auth.tokens.remove(&s.rec.token_hash);
+                    self.batch.writes.push(Write::SessionEnded {
                         id: session,
                         token_hash: s.rec.token_hash,
                     });
@@ -198,10 +207,10 @@ impl Core {
                 Ok(Reply::Done)
             }
             Principal::Agent { agent, session } => {
-                let blocking = self.agents.get(&agent).map(|a| {
+                let blocking = self.org.agents.get(&agent).map(|a| {
                     a.assigned
                         .iter()
-                        .filter_map(|id| self.conversations.get(id))
+                        .filter_map(|id| self.work.conversations.get(id))
                         .filter(|c| c.channel() != Channel::Email && c.status.is_assigned())
                         .count()
                 });
@@ -231,7 +240,7 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         let (agent, sid) = self.agent_of(token, now)?;
         let max = self.policy.limits.max_sockets_per_session;
-        let Some(s) = self.sessions.get_mut(&sid) else {
+        let Some(s) = self.auth.sessions.get_mut(&sid) else {
             return Err(Rejection::Unauthorized);
         };
         if s.sockets.len() >= max {
@@ -243,13 +252,15 @@ impl Core {
             ));
         }
         s.sockets.insert(socket);
-        self.sockets.insert(socket, sid);
+        self.auth.sockets.insert(socket, sid);
         if s.rec.state == SessionState::Disconnected {
             let was_lost = s.rec.disconnected_at.is_some();
             s.rec.state = SessionState::Connected;
             s.rec.disconnected_at = None;
             s.rec.deadline = None;
-            self.writes.push(Write::Session(Box::new(s.rec.clone())));
+            self.batch
+                .writes
+                .push(Write::Session(Box::new(s.rec.clone())));
             self.wheel.cancel(&Timer::Grace(sid));
             if was_lost {
                 self.counters.resumes += 1;
@@ -258,8 +269,8 @@ impl Core {
                     self.event(now, id, EventKind::AgentReconnected, Some(&agent), None);
                 }
             }
-            self.dirty_agents.insert(agent.clone());
-            self.alloc_needed = true;
+            self.batch.dirty_agents.insert(agent.clone());
+            self.batch.alloc_needed = true;
         }
         // Allocation may offer work as a consequence of this attach; the snapshot is taken
         // after it so the panel starts complete.
@@ -268,10 +279,10 @@ impl Core {
     }
 
     pub(super) fn detach_panel(&mut self, now: Now, socket: u64) {
-        let Some(sid) = self.sockets.remove(&socket) else {
+        let Some(sid) = self.auth.sockets.remove(&socket) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(&sid) else {
+        let Some(s) = self.auth.sessions.get_mut(&sid) else {
             return;
         };
         s.sockets.remove(&socket);
@@ -283,22 +294,26 @@ impl Core {
     /// The last panel socket of a session is gone (tab closed, network drop, heartbeat
     /// timeout: all the same event).
     fn connection_lost(&mut self, now: Now, sid: Uuid) {
-        let grace = self.policy.resilience.session_grace;
-        let Some(s) = self.sessions.get_mut(&sid) else {
+        let deadline = now.after(self.policy.resilience.session_grace);
+        if !self.auth.sessions.contains_key(&sid) {
+            return;
+        }
+        let wall = self.arm(Timer::Grace(sid), deadline);
+        let Some(s) = self.auth.sessions.get_mut(&sid) else {
             return;
         };
         s.rec.state = SessionState::Disconnected;
         s.rec.disconnected_at = Some(now.ts());
-        s.rec.deadline = Some(now.ts().plus(grace));
-        self.writes.push(Write::Session(Box::new(s.rec.clone())));
+        s.rec.deadline = Some(wall);
+        self.batch
+            .writes
+            .push(Write::Session(Box::new(s.rec.clone())));
         let agent = s.rec.user.clone();
         self.counters.connection_losses += 1;
-        self.wheel
-            .insert(now.mono + grace.as_millis() as u64, Timer::Grace(sid));
-        self.dirty_agents.insert(agent.clone());
+        self.batch.dirty_agents.insert(agent.clone());
         let held = self.held_by(&agent);
         for id in held {
-            let Some(c) = self.conversations.get(&id) else {
+            let Some(c) = self.work.conversations.get(&id) else {
                 continue;
             };
             let (status, channel, queue) = (c.status, c.channel(), c.queue.clone());
@@ -327,13 +342,13 @@ impl Core {
 
     /// The grace period of a disconnected session ran out without a resume.
     pub(super) fn grace_expired(&mut self, now: Now, sid: Uuid) {
-        let Some(s) = self.sessions.get(&sid) else {
+        let Some(s) = self.auth.sessions.get(&sid) else {
             return;
         };
         if s.rec.role == Role::Supervisor {
-            if let Some(s) = self.sessions.remove(&sid) {
-                self.tokens.remove(&s.rec.token_hash);
-                self.writes.push(Write::SessionEnded {
+            if let Some(s) = self.auth.sessions.remove(&sid) {
+                self.auth.tokens.remove(&s.rec.token_hash);
+                self.batch.writes.push(Write::SessionEnded {
                     id: sid,
                     token_hash: s.rec.token_hash,
                 });
@@ -347,7 +362,7 @@ impl Core {
         let agent = s.rec.user.clone();
         let held = self.held_by(&agent);
         for id in held {
-            let Some(c) = self.conversations.get(&id) else {
+            let Some(c) = self.work.conversations.get(&id) else {
                 continue;
             };
             let (status, channel) = (c.status, c.channel());
@@ -404,24 +419,26 @@ impl Core {
     pub(super) fn end_session(&mut self, now: Now, sid: Uuid, reason: &'static str) {
         let _ = now;
         self.wheel.cancel(&Timer::Grace(sid));
-        let Some(s) = self.sessions.remove(&sid) else {
+        let Some(s) = self.auth.sessions.remove(&sid) else {
             return;
         };
-        self.tokens.remove(&s.rec.token_hash);
+        self.auth.tokens.remove(&s.rec.token_hash);
         if !s.drafts.is_empty() {
-            self.writes.push(Write::DraftsCleared { session: sid });
+            self.batch
+                .writes
+                .push(Write::DraftsCleared { session: sid });
         }
-        self.writes.push(Write::SessionEnded {
+        self.batch.writes.push(Write::SessionEnded {
             id: sid,
             token_hash: s.rec.token_hash,
         });
         let agent = s.rec.user.clone();
-        if let Some(a) = self.agents.get_mut(&agent) {
+        if let Some(a) = self.org.agents.get_mut(&agent) {
             if a.session == Some(sid) {
                 a.session = None;
             }
         }
-        self.effects.push_back(Effect::Panel {
+        self.batch.effects.push_back(Effect::Panel {
             agent: agent.clone(),
             event: PanelEvent::Session {
                 state: "ended",
@@ -430,14 +447,14 @@ impl Core {
         });
         if !s.sockets.is_empty() {
             for sock in &s.sockets {
-                self.sockets.remove(sock);
+                self.auth.sockets.remove(sock);
             }
-            self.effects.push_back(Effect::ClosePanels {
+            self.batch.effects.push_back(Effect::ClosePanels {
                 sockets: s.sockets.into_iter().collect(),
                 code: 4401,
             });
         }
-        self.dirty_agents.insert(agent);
+        self.batch.dirty_agents.insert(agent);
     }
 
     pub(super) fn set_presence(
@@ -452,17 +469,17 @@ impl Core {
     }
 
     pub(super) fn change_presence(&mut self, agent: &str, presence: Presence) {
-        let Some(a) = self.agents.get_mut(agent) else {
+        let Some(a) = self.org.agents.get_mut(agent) else {
             return;
         };
         if a.rec.presence != presence {
             a.rec.presence = presence;
-            self.effects.push_back(Effect::Panel {
+            self.batch.effects.push_back(Effect::Panel {
                 agent: agent.to_string(),
                 event: PanelEvent::Presence { presence },
             });
-            self.dirty_agents.insert(agent.to_string());
-            self.alloc_needed = true;
+            self.batch.dirty_agents.insert(agent.to_string());
+            self.batch.alloc_needed = true;
         }
     }
 }

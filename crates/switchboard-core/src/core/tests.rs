@@ -1,4 +1,5 @@
-//! Behaviour tests of the core on a simulated clock: one test per rule of SPEC §2–§4 and §6.
+//! Behaviour tests of the core on a simulated clock: one test per rule of docs/sessions.md,
+//! docs/policy.md, docs/routing.md and docs/sip.md.
 
 use super::model::*;
 use super::view::{ChatEvent, PanelEvent};
@@ -304,6 +305,7 @@ impl Sim {
 
     fn waiting(&self, queue: &str) -> Vec<Uuid> {
         self.core
+            .org
             .queues
             .get(queue)
             .map(|q| q.waiting.iter().map(|(_, id)| *id).collect())

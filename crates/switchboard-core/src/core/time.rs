@@ -29,6 +29,23 @@ impl Now {
         Timestamp(self.wall)
     }
 
+    /// The moment `d` from now, on both clocks.
+    pub fn after(&self, d: std::time::Duration) -> Deadline {
+        let ms = d.as_millis().min(u128::from(u64::MAX >> 1)) as u64;
+        Deadline {
+            wall: self.ts().plus(d),
+            mono: self.mono.saturating_add(ms),
+        }
+    }
+
+    /// A stored wall-clock deadline as seen from this reading (one already past is due now).
+    pub fn deadline_at(&self, at: Timestamp) -> Deadline {
+        Deadline {
+            wall: at,
+            mono: self.mono_for(at),
+        }
+    }
+
     /// This reading moved forward by `ms` on both clocks (simulated clocks in tests).
     pub fn plus_ms(&self, ms: u64) -> Now {
         Now {
@@ -36,6 +53,15 @@ impl Now {
             wall: self.wall + ms as i64,
         }
     }
+}
+
+/// A moment in the future on both clocks: `wall` is what records store, `mono` is what the
+/// timer follows. Made only by [`Now::after`] and [`Now::deadline_at`], so the two never
+/// disagree about which moment is meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub wall: Timestamp,
+    pub mono: u64,
 }
 
 /// A wall-clock time in Unix milliseconds. In JSON it is an RFC 3339 UTC string with

@@ -1,4 +1,4 @@
-//! Core layer: the JSON shapes of SPEC §7 (conversation, agent snapshot, panel events,
+//! Core layer: the JSON shapes of docs/api.md (conversation, agent snapshot, panel events,
 //! customer chat events, Dashboard rows). The wire contract lives here and only here.
 
 use super::model::{
@@ -17,7 +17,8 @@ pub struct CustomerView {
     pub address: String,
 }
 
-/// A conversation as every API shows it (all SPEC §1 fields, `null` where unknown).
+/// A conversation as every API shows it (every field of docs/domain.md#conversation-fields, `null`
+/// where unknown).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConversationView {
     pub id: Uuid,

@@ -1,9 +1,17 @@
-//! Core layer: what an agent (or a supervisor) does with a conversation (SPEC §4) —
+//! Core layer: what an agent (or a supervisor) does with a conversation (docs/routing.md) —
 //! messages, drafts and saved metadata, end and complete, transfer, consultation, callback,
 //! reassignment.
 
-use super::model::*;
-use super::*;
+use super::Core;
+use super::command::{Rejection, Reply, Target};
+use super::effect::{Effect, Write};
+use super::model::{
+    AgentId, Conversation, Customer, DisconnectReason, EventKind, Medium, Metadata, Origin,
+    OriginKind, OutboxItem, Sender, Status, TokenHash,
+};
+use super::time::{Now, Timestamp};
+use crate::policy::Channel;
+use uuid::Uuid;
 
 /// What a new conversation of an existing group starts from.
 pub(super) struct Segment {
@@ -43,7 +51,7 @@ impl Core {
             declined_by: Vec::new(),
             event_count: 0,
         };
-        self.conversations.insert(id, c);
+        self.work.conversations.insert(id, c);
         self.touch(id);
         id
     }
@@ -93,6 +101,7 @@ impl Core {
                 "voice conversations carry no messages",
             ));
         };
+        self.room_in_thread(thread)?;
         let outbound = matches!(medium, Medium::Sms | Medium::Social | Medium::Email);
         let msg = self.append_message(now, thread, Sender::Agent, text.clone(), outbound);
         if let (true, Some(msg)) = (outbound, msg) {
@@ -109,10 +118,13 @@ impl Core {
                 attempts: 0,
                 next_attempt_at: now.ts(),
             };
-            self.writes.push(Write::Outbox(Box::new(item.clone())));
-            self.effects
+            self.batch
+                .writes
+                .push(Write::Outbox(Box::new(item.clone())));
+            self.batch
+                .effects
                 .push_back(Effect::Deliver(Box::new(item.clone())));
-            self.outbox.insert(msg, item);
+            self.work.outbox.insert(msg, item);
         }
         Ok(Reply::Done)
     }
@@ -130,10 +142,10 @@ impl Core {
             id,
             &[Status::Offered, Status::InProcess, Status::WrapUp],
         )?;
-        if let Some(s) = self.sessions.get_mut(&session) {
+        if let Some(s) = self.auth.sessions.get_mut(&session) {
             s.drafts.insert(id, draft.clone());
         }
-        self.writes.push(Write::Draft {
+        self.batch.writes.push(Write::Draft {
             session,
             conversation: id,
             draft: Some(draft),
@@ -150,7 +162,7 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         let (agent, session) = self.held(token, now, id, &[Status::InProcess, Status::WrapUp])?;
         self.touch(id);
-        if let Some(c) = self.conversations.get_mut(&id) {
+        if let Some(c) = self.work.conversations.get_mut(&id) {
             c.metadata = metadata;
         }
         self.drop_draft(session, id);
@@ -205,6 +217,7 @@ impl Core {
     /// The agent a target names, if it can take an offer on `channel` now.
     fn target_agent(&self, agent: &str, channel: Channel) -> Result<(), Rejection> {
         let a = self
+            .org
             .agents
             .get(agent)
             .ok_or_else(|| Rejection::NotFound(format!("no agent {agent:?}")))?;
@@ -363,7 +376,7 @@ impl Core {
                 "callback needs a voice conversation that has ended",
             ));
         }
-        let a = self.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
+        let a = self.org.agents.get(&agent).ok_or(Rejection::Unauthorized)?;
         if !self.capabilities(a).voice {
             return Err(Rejection::invalid_state(
                 "voice is unavailable: your phone is not registered or your panel is offline",

@@ -15,7 +15,10 @@
 //!   with a fresh challenge, because without `nc` a captured request could be replayed for the
 //!   whole nonce lifetime.
 //! - Nonces are stateless: `hex(issued_ms ‖ counter ‖ HMAC-SHA256(secret, issued_ms ‖ counter ‖
-//!   realm)[..16])`; the counter keeps nonces issued in one millisecond apart. Only the highest
+//!   realm ‖ source IP)[..16])`; the counter keeps nonces issued in one millisecond apart. A
+//!   nonce is valid only from the address it was sent to, so only a client that receives
+//!   packets there can answer it; a wrong digest over such a nonce is the one failure the
+//!   adapter may count ([`Registrar::take_wrong_digest`]). Only the highest
 //!   nonce count per nonce is kept, in a map bounded by [`NONCE_TRACK_CAPACITY`]; a nonce
 //!   evicted from it (or older than any evicted one) counts as stale, so eviction can never
 //!   reopen a replay.
@@ -30,7 +33,7 @@
 //!   gets `405`.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
@@ -75,6 +78,9 @@ pub struct Registrar {
     opaque: String,
     next_nonce: u64,
     counts: NonceCounts,
+    /// Set by [`Registrar::handle`] when the request answered one of our challenges (a
+    /// nonce issued to its source address) with a wrong digest: the user it claimed.
+    wrong_digest: Option<String>,
 }
 
 /// What to do with a request.
@@ -148,6 +154,7 @@ impl Registrar {
             dummy_ha1,
             opaque,
             next_nonce: 0,
+            wrong_digest: None,
             counts: NonceCounts::new(NONCE_TRACK_CAPACITY),
         };
         registrar.set_credentials(credentials);
@@ -169,6 +176,7 @@ impl Registrar {
     /// Decides the answer to `req`, which arrived from `source` at wall-clock `now_ms` (Unix
     /// milliseconds). Every reply has the top Via stamped with `received`/`rport`.
     pub fn handle(&mut self, now_ms: i64, req: &Request, source: SocketAddr) -> Outcome {
+        self.wrong_digest = None;
         if req.method == "ACK" {
             return Outcome::NoReply;
         }
@@ -200,12 +208,30 @@ impl Registrar {
         }
     }
 
+    /// After [`Registrar::handle`]: the user whose password the request got wrong, counted
+    /// only when it answered a nonce this registrar issued to the request's own address. A
+    /// made-up nonce, or one issued to another address (what a packet with a forged source
+    /// would carry), only gets a fresh challenge: it cannot count against anyone.
+    pub fn take_wrong_digest(&mut self) -> Option<String> {
+        self.wrong_digest.take()
+    }
+
+    /// The user named by the request's credentials for this realm, if any (for throttling
+    /// before the digest is checked).
+    pub fn claimed_user(&self, req: &Request) -> Option<String> {
+        req.headers_named("Authorization")
+            .find_map(|v| match parse_credentials(v) {
+                Ok(Some(c)) if c.realm == self.cfg.realm => Some(c.username),
+                _ => None,
+            })
+    }
+
     fn register(&mut self, now_ms: i64, req: &Request, source: SocketAddr) -> Outcome {
         let checked = match check_register(req, &self.cfg) {
             Ok(checked) => checked,
             Err(resp) => return Outcome::Reply(finish(resp, source)),
         };
-        let agent_id = match self.authenticate(now_ms, req, &checked.aor_user) {
+        let agent_id = match self.authenticate(now_ms, req, source.ip(), &checked.aor_user) {
             Ok(agent_id) => agent_id,
             Err(resp) => return Outcome::Reply(finish(resp, source)),
         };
@@ -246,6 +272,7 @@ impl Registrar {
         &mut self,
         now_ms: i64,
         req: &Request,
+        ip: IpAddr,
         aor_user: &str,
     ) -> Result<String, Response> {
         let mut found = None;
@@ -260,7 +287,7 @@ impl Registrar {
             }
         }
         let Some(creds) = found else {
-            return Err(self.challenge(now_ms, req, false));
+            return Err(self.challenge(now_ms, req, ip, false));
         };
         if creds.username != aor_user {
             return Err(response_to(req, 403, "Forbidden"));
@@ -277,10 +304,10 @@ impl Registrar {
             .is_none_or(|a| a.eq_ignore_ascii_case("MD5"));
         let opaque_ok = creds.opaque.as_deref().is_none_or(|o| o == self.opaque);
         let (Some(qop), Some(nc), Some(cnonce)) = (&creds.qop, &creds.nc, &creds.cnonce) else {
-            return Err(self.challenge(now_ms, req, false));
+            return Err(self.challenge(now_ms, req, ip, false));
         };
         if !qop.eq_ignore_ascii_case("auth") || !algorithm_ok || !opaque_ok {
-            return Err(self.challenge(now_ms, req, false));
+            return Err(self.challenge(now_ms, req, ip, false));
         }
         let nc_value = (nc.len() == 8 && nc.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| u32::from_str_radix(nc, 16).ok())
@@ -288,8 +315,8 @@ impl Registrar {
         let Some(nc_value) = nc_value else {
             return Err(bad_request_unstamped(req, "malformed nc"));
         };
-        let Some(nonce) = self.open_nonce(&creds.nonce) else {
-            return Err(self.challenge(now_ms, req, false));
+        let Some(nonce) = self.open_nonce(&creds.nonce, ip) else {
+            return Err(self.challenge(now_ms, req, ip, false));
         };
         let (ha1, known) = match self.ha1.get(&creds.username) {
             Some(ha1) => (ha1.as_str(), true),
@@ -299,25 +326,26 @@ impl Registrar {
         let given = creds.response.to_ascii_lowercase();
         let matches: bool = expected.as_bytes().ct_eq(given.as_bytes()).into();
         if !(matches && known) {
-            return Err(self.challenge(now_ms, req, false));
+            self.wrong_digest = Some(creds.username.clone());
+            return Err(self.challenge(now_ms, req, ip, false));
         }
         let ttl_ms = i64::from(self.cfg.nonce_ttl_secs).saturating_mul(1000);
         let age_ms = now_ms.saturating_sub(nonce.issued_ms);
         if age_ms > ttl_ms || age_ms < -ttl_ms {
-            return Err(self.challenge(now_ms, req, true));
+            return Err(self.challenge(now_ms, req, ip, true));
         }
         if !self
             .counts
             .advance(nonce, nc_value, now_ms.saturating_sub(ttl_ms))
         {
-            return Err(self.challenge(now_ms, req, true));
+            return Err(self.challenge(now_ms, req, ip, true));
         }
         Ok(creds.username)
     }
 
     /// A `401` with a fresh nonce.
-    fn challenge(&mut self, now_ms: i64, req: &Request, stale: bool) -> Response {
-        let nonce = self.issue_nonce(now_ms);
+    fn challenge(&mut self, now_ms: i64, req: &Request, ip: IpAddr, stale: bool) -> Response {
+        let nonce = self.issue_nonce(now_ms, ip);
         let mut value = format!(
             "Digest realm={}, nonce=\"{nonce}\", opaque=\"{}\", algorithm=MD5, qop=\"auth\"",
             quote(&self.cfg.realm),
@@ -329,10 +357,15 @@ impl Registrar {
         response_to(req, 401, "Unauthorized").with_header("WWW-Authenticate", value)
     }
 
-    fn nonce_tag(&self, id: &[u8; 16]) -> [u8; 16] {
+    /// The nonce's tag binds it to the realm and to the address it was sent to.
+    fn nonce_tag(&self, id: &[u8; 16], ip: IpAddr) -> [u8; 16] {
         let mut mac = self.mac.clone();
         mac.update(id);
         mac.update(self.cfg.realm.as_bytes());
+        match ip {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
         let full = mac.finalize().into_bytes();
         let mut tag = [0u8; 16];
         for (t, f) in tag.iter_mut().zip(full) {
@@ -341,7 +374,7 @@ impl Registrar {
         tag
     }
 
-    fn issue_nonce(&mut self, now_ms: i64) -> String {
+    fn issue_nonce(&mut self, now_ms: i64, ip: IpAddr) -> String {
         let counter = self.next_nonce;
         self.next_nonce = self.next_nonce.wrapping_add(1);
         let id = NonceId {
@@ -350,17 +383,17 @@ impl Registrar {
         };
         let bytes = id.to_bytes();
         let mut out = hex::encode(bytes);
-        out.push_str(&hex::encode(self.nonce_tag(&bytes)));
+        out.push_str(&hex::encode(self.nonce_tag(&bytes, ip)));
         out
     }
 
-    /// The nonce's identity if this registrar issued it (for this realm).
-    fn open_nonce(&self, nonce: &str) -> Option<NonceId> {
+    /// The nonce's identity if this registrar issued it (for this realm, to this address).
+    fn open_nonce(&self, nonce: &str, ip: IpAddr) -> Option<NonceId> {
         let mut raw = [0u8; 32];
         hex::decode_to_slice(nonce, &mut raw).ok()?;
         let (id, tag) = raw.split_at(16);
         let id: [u8; 16] = id.try_into().ok()?;
-        let ok: bool = self.nonce_tag(&id).ct_eq(tag).into();
+        let ok: bool = self.nonce_tag(&id, ip).ct_eq(tag).into();
         ok.then(|| NonceId::from_bytes(id))
     }
 }
