@@ -15,34 +15,71 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod file;
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
 
+/// One problem of a configuration, with its place in the file when it was read from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), for syntax and schema errors.
+    pub column: Option<usize>,
+    /// What is wrong, starting with the key path it concerns (`agents[2].queues: ...`).
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with no place in a file (a configuration built in code).
+    pub(super) fn unplaced(message: String) -> Problem {
+        Problem {
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The file could not be read. (The reason is part of the message, not a separate source,
+    /// so a printed error chain states it once.)
+    #[error("cannot read config file {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML, or does not match the schema (unknown key, wrong type,
-    /// bad duration, missing required key). `message` is the parser's text, which names the
-    /// offending key and its line and column.
-    #[error("{}{message}", file_prefix(path.as_deref()))]
+    /// bad duration, missing required key). `problems` holds every such error, each naming
+    /// the offending key with its line and column, and, unless the text is not TOML at all,
+    /// the rules the rest of the file breaks, all in line order.
+    #[error("{}{}", file_prefix(path.as_deref()), list(problems))]
     Parse {
         path: Option<PathBuf>,
-        message: String,
+        problems: Vec<Problem>,
     },
-    /// The file parsed but breaks one or more rules. Every problem is listed, one per line,
-    /// each starting with the key path it concerns.
-    #[error("{}invalid configuration:\n{}", file_prefix(path.as_deref()), errors.join("\n"))]
+    /// The configuration breaks one or more rules. Every problem is listed, one per line, in
+    /// line order when it was read from a file, each starting with the key path it concerns.
+    #[error("{}{}", file_prefix(path.as_deref()), list(problems))]
     Invalid {
         path: Option<PathBuf>,
-        errors: Vec<String>,
+        problems: Vec<Problem>,
     },
 }
 
@@ -53,24 +90,43 @@ fn file_prefix(path: Option<&Path>) -> String {
     }
 }
 
+/// `invalid configuration (N problems):` and one problem per line.
+fn list(problems: &[Problem]) -> String {
+    let count = match problems.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    };
+    let mut out = format!("invalid configuration ({count}):");
+    for p in problems {
+        out.push('\n');
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
 impl ConfigError {
-    /// The validation problems, one entry per rule broken (empty for I/O and parse errors).
-    pub fn problems(&self) -> &[String] {
+    /// What is wrong, one message per problem, in the order reported (empty for I/O errors).
+    pub fn problems(&self) -> Vec<&str> {
+        self.located().iter().map(|p| p.message.as_str()).collect()
+    }
+
+    /// Every problem with its line and column in the file (empty for I/O errors).
+    pub fn located(&self) -> &[Problem] {
         match self {
-            ConfigError::Invalid { errors, .. } => errors,
-            _ => &[],
+            ConfigError::Parse { problems, .. } | ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Io { .. } => &[],
         }
     }
 
     fn with_path(self, file: &Path) -> Self {
         match self {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
+            ConfigError::Parse { problems, .. } => ConfigError::Parse {
                 path: Some(file.to_path_buf()),
-                message,
+                problems,
             },
-            ConfigError::Invalid { errors, .. } => ConfigError::Invalid {
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
                 path: Some(file.to_path_buf()),
-                errors,
+                problems,
             },
             io @ ConfigError::Io { .. } => io,
         }
@@ -212,7 +268,18 @@ pub struct ResilienceConfig {
     pub heartbeat_interval: Duration,
     #[serde(with = "duration_str")]
     pub heartbeat_timeout: Duration,
+    /// The reconnecting prompt goes out only when the agent is still away this long after
+    /// the loss (docs/rescue.md#prompt-delay).
+    #[serde(with = "duration_str")]
+    pub reconnecting_prompt_delay: Duration,
+    /// Abrupt losses within `flap_window` that switch the agent to not ready (0 = off).
+    pub flap_limit: u32,
+    #[serde(with = "duration_str")]
+    pub flap_window: Duration,
 }
+
+/// The largest accepted `resilience.flap_limit`.
+pub const MAX_FLAP_LIMIT: u32 = 100;
 
 impl Default for ResilienceConfig {
     fn default() -> Self {
@@ -220,6 +287,9 @@ impl Default for ResilienceConfig {
             session_grace: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
+            reconnecting_prompt_delay: Duration::from_secs(10),
+            flap_limit: 3,
+            flap_window: Duration::from_secs(600),
         }
     }
 }
@@ -452,6 +522,9 @@ impl Config {
         Policy {
             resilience: ResiliencePolicy {
                 session_grace: self.resilience.session_grace,
+                reconnecting_prompt_delay: self.resilience.reconnecting_prompt_delay,
+                flap_limit: self.resilience.flap_limit,
+                flap_window: self.resilience.flap_window,
             },
             limits: LimitsPolicy {
                 max_message_chars: self.limits.max_message_chars,
@@ -462,6 +535,7 @@ impl Config {
                 customer_messages_per_minute: self.limits.customer_messages_per_minute,
                 snapshot_messages: self.limits.snapshot_messages,
                 max_bindings_per_agent: self.sip.max_bindings_per_agent,
+                max_binding_expires: self.sip.max_expires,
             },
             outbound: RetryPolicy {
                 max_attempts: self.outbound.max_attempts,
@@ -504,26 +578,22 @@ impl Config {
         }
     }
 
-    /// Parses and validates a configuration from TOML text.
-    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(s).map_err(|e| ConfigError::Parse {
-            path: None,
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        for key in &mut config.api_keys {
-            key.key_sha256.make_ascii_lowercase();
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads, parses and validates the file at `path`. Every error names the file.
+    /// Reads, parses and validates the file at `path`. Every error names the file. Paths in
+    /// the result are as written in the file (see [`Config::load_resolved`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::from_toml_str(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// [`Config::load`], then a relative `server.data_dir` taken from the directory of the
+    /// file rather than the working directory: what the server runs with.
+    pub fn load_resolved(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::load(path)?;
+        config.server.data_dir = relative_to_file(path, &config.server.data_dir);
+        Ok(config)
     }
 
     /// The configuration as TOML text (for printing the effective configuration).
@@ -546,13 +616,26 @@ impl Config {
             k.key_sha256 = HIDDEN.to_owned();
         }
         if let Some(url) = &mut c.store.postgres_url {
-            *url = crate::store::postgres::redact(url);
+            *url = redact_url(url);
         }
         c
     }
 
     /// Checks every rule and reports all broken ones, each prefixed with its key path.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.rule_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: None,
+                problems: problems.into_iter().map(Problem::unplaced).collect(),
+            })
+        }
+    }
+
+    /// Every rule broken, each message starting with the key path it concerns.
+    fn rule_problems(&self) -> Vec<String> {
         let mut v = Problems::default();
         self.validate_server(&mut v);
         self.validate_resilience(&mut v);
@@ -562,14 +645,7 @@ impl Config {
         self.validate_outbound(&mut v);
         self.validate_directory(&mut v);
         self.validate_store_and_cluster(&mut v);
-        if v.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: None,
-                errors: v.0,
-            })
-        }
+        v.0
     }
 
     fn validate_store_and_cluster(&self, v: &mut Problems) {
@@ -639,6 +715,15 @@ impl Config {
                 format_duration(r.heartbeat_timeout),
                 format_duration(r.heartbeat_interval)
             ));
+        }
+        if r.flap_limit > MAX_FLAP_LIMIT {
+            v.push(format!(
+                "resilience.flap_limit ({}) must be at most {MAX_FLAP_LIMIT} (0 switches flap damping off)",
+                r.flap_limit
+            ));
+        }
+        if r.flap_limit > 0 {
+            v.positive_duration("resilience.flap_window", r.flap_window);
         }
     }
 
@@ -895,6 +980,27 @@ impl Config {
     }
 }
 
+/// `path` taken from the directory holding `file` when relative (an absolute path as is).
+fn relative_to_file(file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out: PathBuf = dir
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    out.extend(
+        path.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir)),
+    );
+    out
+}
+
 /// Accumulates validation problems.
 #[derive(Default)]
 struct Problems(Vec<String>);
@@ -1030,6 +1136,27 @@ impl SharedConfig {
     }
 }
 
+/// A database URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:…{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1048,6 +1175,7 @@ mod tests {
             session_lost_prompt: None,
             reconnecting_prompt: None,
             requeue_position: RequeuePosition::Original,
+            sticky_agent: std::time::Duration::ZERO,
         }
     }
 
@@ -1090,7 +1218,9 @@ mod tests {
     /// The validation problems of `c` (panics if it is valid).
     fn problems(c: &Config) -> Vec<String> {
         match c.validate() {
-            Err(ConfigError::Invalid { errors, .. }) => errors,
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.into_iter().map(|p| p.message).collect()
+            }
             other => panic!("expected validation errors, got {other:?}"),
         }
     }
@@ -1508,6 +1638,46 @@ mod tests {
             e.to_string()
                 .starts_with(&format!("{}: ", invalid.display())),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_taken_from_the_config_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, SHIPPED).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().server.data_dir,
+            Path::new("./data")
+        );
+        let resolved = Config::load_resolved(&path).unwrap();
+        assert_eq!(resolved.server.data_dir, dir.path().join("data"));
+        let mut rest = resolved;
+        rest.server.data_dir = "./data".into();
+        assert_eq!(rest, Config::default(), "nothing else changes");
+
+        std::fs::write(&path, "[server]\ndata_dir = \"state/../store\"\n").unwrap();
+        assert_eq!(
+            Config::load_resolved(&path).unwrap().server.data_dir,
+            dir.path().join("state/../store")
+        );
+        std::fs::write(&path, "[server]\ndata_dir = \"/var/lib/switchboard\"\n").unwrap();
+        assert_eq!(
+            Config::load_resolved(&path).unwrap().server.data_dir,
+            Path::new("/var/lib/switchboard")
+        );
+    }
+
+    #[test]
+    fn a_config_file_named_without_a_directory_is_in_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            relative_to_file(Path::new("config.toml"), Path::new("./data")),
+            cwd.join("data")
+        );
+        assert_eq!(
+            relative_to_file(Path::new("./etc/config.toml"), Path::new("data")),
+            cwd.join("etc/data")
         );
     }
 

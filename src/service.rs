@@ -254,7 +254,7 @@ pub async fn reload(
     handle: &Handle,
     tls: Option<&TlsSettings>,
 ) -> Result<ReloadReport, ReloadError> {
-    let new = Config::load(path)?;
+    let new = Config::load_resolved(path)?;
     let old = state.config();
     let (merged, report) = merge(&old, &new);
     merged.validate()?;
@@ -415,6 +415,7 @@ mod tests {
             session_lost_prompt: None,
             reconnecting_prompt: None,
             requeue_position: Default::default(),
+            sticky_agent: std::time::Duration::ZERO,
         }
     }
 

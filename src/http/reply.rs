@@ -16,6 +16,7 @@ pub fn respond(status: StatusCode, reply: Reply) -> Response {
         Reply::Snapshot(s) => (status, Json(s)).into_response(),
         Reply::Agents(v) => (status, Json(v)).into_response(),
         Reply::Queues(v) => (status, Json(v)).into_response(),
+        Reply::Alerts(v) => (status, Json(v)).into_response(),
         Reply::Chat(s) => (status, Json(s)).into_response(),
         Reply::ChatStarted {
             conversation_id,

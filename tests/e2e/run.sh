@@ -56,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pw_hash() { printf '%s\n' "$1" | "$bin" hash-password; }
+pw_hash() { printf '%s\n' "$1" | "$bin" hash-password | sed -n 's/^password_hash = "\(.*\)"$/\1/p'; }
 read -r http_port sip_port < <(node lib/ports.mjs)
 api_key="e2e-$(node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("hex"))')"
 api_key_sha256="$(printf '%s' "$api_key" | sha256sum | cut -d' ' -f1)"
@@ -71,6 +71,8 @@ data_dir = "$work/data"
 
 [resilience]
 session_grace = "${grace_s}s"
+# Short enough that a loss outlasting it (but not the grace) prompts the customer.
+reconnecting_prompt_delay = "2s"
 
 [sip]
 listen = "127.0.0.1:$sip_port"
@@ -102,6 +104,13 @@ channel = "chat"
 id = "billing"
 name = "Billing"
 channel = "chat"
+
+[[queues]]
+id = "returns"
+name = "Returns"
+channel = "chat"
+reconnecting_prompt = "Your agent is reconnecting, please stay with us."
+session_lost_prompt = "Sorry for the wait: your agent was disconnected. You keep your place in the queue."
 
 [[queues]]
 id = "phones"
@@ -142,6 +151,20 @@ name = "Erin"
 password_hash = "$(pw_hash erin-e2e-pw)"
 sip_password = "erin-sip-secret"
 queues = ["billing"]
+
+[[agents]]
+id = "frank"
+name = "Frank"
+password_hash = "$(pw_hash frank-e2e-pw)"
+sip_password = "frank-sip-secret"
+queues = ["returns"]
+
+[[agents]]
+id = "gina"
+name = "Gina"
+password_hash = "$(pw_hash gina-e2e-pw)"
+sip_password = "gina-sip-secret"
+queues = ["returns"]
 
 [[supervisors]]
 id = "sam"

@@ -16,6 +16,7 @@ pub mod view;
 
 mod customer;
 mod query;
+mod rescue;
 mod routing;
 mod session;
 mod sip;
@@ -24,7 +25,7 @@ mod work;
 #[cfg(test)]
 mod tests;
 
-pub use command::{BindingUpdate, Command, Principal, Rejection, Reply, Target};
+pub use command::{BindingUpdate, Command, LossCause, Principal, Rejection, Reply, Target};
 pub use effect::{Effect, Write};
 pub use time::{Deadline, Now, Timestamp};
 
@@ -51,6 +52,10 @@ pub(crate) enum Timer {
     Binding(AgentId, String),
     /// An outbox item is due for another delivery attempt.
     Outbox(Uuid),
+    /// A disconnected session's reconnecting prompt delay ends.
+    Prompt(Uuid),
+    /// A requeued chat's reservation for its previous agent ends.
+    Sticky(Uuid),
 }
 
 /// What a bearer token opens.
@@ -68,6 +73,8 @@ pub(crate) struct SessionRt {
     pub sockets: BTreeSet<u64>,
     /// Unsaved metadata by conversation.
     pub drafts: BTreeMap<Uuid, Metadata>,
+    /// This loss has passed the prompt delay (customers were told; not persisted).
+    pub away_announced: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +89,10 @@ pub(crate) struct AgentRt {
     /// What the panel was last told, to push only real changes.
     pub sent_caps: Capabilities,
     pub sent_banners: Vec<Banner>,
+    /// Monotonic times of recent abrupt losses (at most `flap_limit`).
+    pub flaps: VecDeque<u64>,
+    /// Flap damping set the agent to not ready; cleared when they choose ready.
+    pub unstable: bool,
     /// The agent's queues as configured; `None` once the agent left the configuration.
     pub configured_queues: Option<Vec<String>>,
     /// The queues whose `members` list this agent (kept with the ready index).
@@ -167,6 +178,8 @@ pub struct Core {
     /// outside.
     wheel: Wheel<Timer, KeyedBuildHasher>,
     ids: Ids,
+    /// Alerts for supervisors and chats reserved for their previous agent.
+    rescue: rescue::Rescue,
     /// What the current command and batch changed: writes, effects, what to notify.
     batch: Batch,
     counters: Counters,
@@ -209,6 +222,9 @@ struct Ids {
     rng: StdRng,
     /// Millisecond and counter of the last id made (ids sort in creation order).
     last_id: (i64, u16),
+    /// The latest queue arrival time handed out (Unix ms): arrivals never go backwards, even
+    /// when the wall clock does, so a later conversation never overtakes an earlier one.
+    last_arrival: i64,
 }
 
 /// The output of the current command and batch.
@@ -265,7 +281,9 @@ impl Core {
             ids: Ids {
                 rng,
                 last_id: (i64::MIN, 0),
+                last_arrival: i64::MIN,
             },
+            rescue: rescue::Rescue::default(),
             batch: Batch::default(),
             counters: Counters::default(),
         };
@@ -334,6 +352,8 @@ impl Core {
                     capacity: a.capacity,
                     sent_caps: Capabilities::default(),
                     sent_banners: Vec::new(),
+                    flaps: VecDeque::new(),
+                    unstable: false,
                     configured_queues: None,
                     queues: Vec::new(),
                     indexed: [None; 3],
@@ -367,7 +387,8 @@ impl Core {
                 .iter()
                 .map(|b| {
                     let timer = Timer::Binding(rec.id.clone(), b.contact.clone());
-                    (timer, now.deadline_at(b.expires_at))
+                    let longest = self.policy.limits.max_binding_expires;
+                    (timer, now.deadline_within(b.expires_at, longest))
                 })
                 .collect();
             a.rec = rec;
@@ -398,6 +419,17 @@ impl Core {
         }
         for c in state.conversations {
             let id = c.id;
+            self.ids.last_arrival = self
+                .ids
+                .last_arrival
+                .max(c.queue_arrival_time.0)
+                .max(c.queue_rank);
+            // New ids sort after every stored one (they break ties in queue order), even
+            // when the wall clock is now behind the one that made them.
+            let id_ms = (id.as_u128() >> 80) as i64;
+            if id_ms >= self.ids.last_id.0 {
+                self.ids.last_id = (id_ms, 0x0FFF);
+            }
             if c.status == Status::InQueue {
                 if let Some(q) = self.org.queues.get_mut(&c.queue) {
                     q.waiting.insert((c.queue_rank, id));
@@ -427,7 +459,8 @@ impl Core {
                         .tokens
                         .insert(s.token_hash, TokenOwner::Session(s.id));
                     if let Some(d) = s.deadline {
-                        self.arm(Timer::Grace(s.id), now.deadline_at(d));
+                        let grace = self.policy.resilience.session_grace;
+                        self.arm(Timer::Grace(s.id), now.deadline_within(d, grace));
                     }
                 }
                 Role::Agent if !self.org.agents.contains_key(&s.user) => {
@@ -440,7 +473,9 @@ impl Core {
                 }
                 Role::Agent => {
                     let deadline = match s.deadline {
-                        Some(d) if s.state != SessionState::Connected => now.deadline_at(d),
+                        Some(d) if s.state != SessionState::Connected => {
+                            now.deadline_within(d, self.policy.resilience.session_grace)
+                        }
                         _ => {
                             s.state = SessionState::Disconnected;
                             s.disconnected_at = Some(now.ts());
@@ -466,6 +501,7 @@ impl Core {
                     rec: s,
                     sockets: BTreeSet::new(),
                     drafts: BTreeMap::new(),
+                    away_announced: false,
                 },
             );
         }
@@ -477,7 +513,7 @@ impl Core {
         for item in state.outbox {
             self.arm(
                 Timer::Outbox(item.message_id),
-                now.deadline_at(item.next_attempt_at),
+                now.deadline_within(item.next_attempt_at, self.policy.outbound.max_backoff),
             );
             self.work.outbox.insert(item.message_id, item);
         }
@@ -516,10 +552,12 @@ impl Core {
             Command::Logout { token } => self.logout(now, &token),
             Command::Authenticate { token } => self.principal(&token, now).map(Reply::Principal),
             Command::AttachPanel { token, socket } => self.attach_panel(now, &token, socket),
-            Command::DetachPanel { socket } => {
-                self.detach_panel(now, socket);
+            Command::DetachPanel { socket, cause } => {
+                self.detach_panel(now, socket, cause);
                 Ok(Reply::Done)
             }
+            Command::Alerts { token } => self.alerts(&token, now),
+            Command::Release { token, agent } => self.release(now, &token, &agent),
             Command::AgentState { token } => {
                 let (agent, _) = self.agent_of(&token, now)?;
                 Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
@@ -636,6 +674,8 @@ impl Core {
                 Timer::Offer(conv) => self.offer_timed_out(now, conv),
                 Timer::Binding(agent, contact) => self.binding_expired(now, &agent, &contact),
                 Timer::Outbox(message) => self.outbox_due(now, message),
+                Timer::Prompt(session) => self.prompt_due(now, session),
+                Timer::Sticky(conv) => self.sticky_expired(conv),
             }
             self.finish_command(now);
         }
@@ -749,6 +789,14 @@ impl Core {
 
     /// A UUID v7 that sorts after every id made before it (RFC 9562 §6.2 method 1: a 12-bit
     /// counter in `rand_a` orders ids of the same millisecond).
+    /// The queue arrival time of a conversation arriving now: the wall clock, but never
+    /// before an arrival already handed out.
+    pub(super) fn arrival(&mut self, now: Now) -> Timestamp {
+        let at = now.wall.max(self.ids.last_arrival);
+        self.ids.last_arrival = at;
+        Timestamp(at)
+    }
+
     fn new_id(&mut self, now: Now) -> Uuid {
         let (last_ms, last_seq) = self.ids.last_id;
         let mut ms = now.wall.max(0).max(last_ms);
@@ -1005,14 +1053,20 @@ impl Core {
     }
 
     fn banners(&self, agent: &AgentRt) -> Vec<Banner> {
+        let mut banners = Vec::new();
         if agent.rec.sip_lost {
-            vec![Banner {
+            banners.push(Banner {
                 code: "sip_registration_lost".into(),
                 text: SIP_LOST_TEXT.into(),
-            }]
-        } else {
-            Vec::new()
+            });
         }
+        if agent.unstable {
+            banners.push(Banner {
+                code: "connection_unstable".into(),
+                text: rescue::UNSTABLE_TEXT.into(),
+            });
+        }
+        banners
     }
 
     /// End of a command: allocate, then turn what changed into notifications.
@@ -1025,6 +1079,7 @@ impl Core {
             self.batch.alloc_needed = false;
             self.allocate(now);
         }
+        self.settle_alerts();
         self.notify_touched();
         #[cfg(debug_assertions)]
         self.check_ready_index();

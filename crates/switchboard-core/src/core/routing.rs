@@ -77,10 +77,13 @@ impl Core {
                 let Some(c) = self.work.conversations.get(&key.1) else {
                     continue;
                 };
+                // A chat reserved for its previous agent goes only to them
+                // (docs/rescue.md#sticky-return).
+                let reserved = self.reserved_for(key.1);
                 let Some(agent) = q
                     .ready
                     .iter()
-                    .find(|(_, a)| !c.declined_by.contains(a))
+                    .find(|(_, a)| !c.declined_by.contains(a) && reserved.is_none_or(|r| r == a))
                     .map(|(_, a)| a.clone())
                 else {
                     continue;
@@ -379,7 +382,7 @@ impl Core {
         deadline: Timestamp,
         id: Uuid,
         agent: &str,
-    ) {
+    ) -> Option<Uuid> {
         self.event(
             now,
             id,
@@ -393,16 +396,17 @@ impl Core {
             Status::Handled,
             DisconnectReason::AgentSessionLost,
         );
-        let Some(orig) = self.work.conversations.get(&id).cloned() else {
-            return;
-        };
+        let orig = self.work.conversations.get(&id).cloned()?;
         let position = self
             .queue_cfg(&orig.queue)
             .map(|q| q.requeue_position)
             .unwrap_or_default();
         let (arrival, rank) = match position {
             RequeuePosition::Original => (orig.queue_arrival_time, orig.queue_arrival_time.0),
-            RequeuePosition::Back => (now.ts(), now.wall),
+            RequeuePosition::Back => {
+                let at = self.arrival(now);
+                (at, at.0)
+            }
             RequeuePosition::Front => {
                 let head = self
                     .org
@@ -471,5 +475,6 @@ impl Core {
         if let Some(text) = prompt {
             self.send_prompt(now, new_id, text);
         }
+        Some(new_id)
     }
 }
