@@ -1,15 +1,18 @@
 //! HTTP adapter: request extractors that turn every malformed input into an error of
-//! docs/api.md#errors (`ApiJson` for bodies, `Bearer` for the Authorization header,
-//! `WsBearer` for WebSocket routes, which also take `?token=`, `ClientIp`).
+//! docs/api.md#errors (`ApiJson` and the size-limited `Body` for JSON bodies, `IdPath` and
+//! `QueuePath` for path segments, `Bearer` for the Authorization header, `WsBearer` for
+//! WebSocket routes, which also take `?token=`, `ClientIp`).
 
 use super::error::ApiError;
+use super::state::AppState;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
+use uuid::Uuid;
 
 /// A JSON body; bad JSON, wrong types and oversized bodies become API errors.
 #[derive(Debug, Clone)]
@@ -40,6 +43,67 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             )),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
+    }
+}
+
+/// A JSON body of at most `limits.max_body_bytes` (413 `payload_too_large` beyond, whether
+/// announced by `Content-Length` or streamed); otherwise exactly [`ApiJson`]. The router's
+/// own limit is the larger one inbound emails need.
+#[derive(Debug, Clone)]
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.config().limits.max_body_bytes;
+        let too_large =
+            || ApiError::too_large("the request body is larger than limits.max_body_bytes");
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = req.into_parts();
+        let limited = axum::body::Body::new(http_body_util::Limited::new(body, max));
+        let ApiJson(v) =
+            ApiJson::<T>::from_request(Request::from_parts(parts, limited), state).await?;
+        Ok(Body(v))
+    }
+}
+
+/// A UUID path segment (`{id}`, `{group_id}`); anything else is a 400 `invalid_request`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?;
+        Uuid::parse_str(&raw)
+            .map(IdPath)
+            .map_err(|_| ApiError::invalid(format!("{raw:?} is not a UUID")))
+    }
+}
+
+/// A queue id path segment.
+#[derive(Debug, Clone)]
+pub struct QueuePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(q)| QueuePath(q))
+            .map_err(|e| ApiError::invalid(e.body_text()))
     }
 }
 

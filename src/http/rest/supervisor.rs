@@ -4,15 +4,16 @@
 //! principal.
 
 use super::agent::TargetBody;
-use super::{Body, IdPath, QueuePath, ok};
 use crate::config::Channel;
 use crate::core::access::HistoryReader;
 use crate::core::model::{Conversation, Status};
 use crate::core::view::{ConversationView, MessageView};
 use crate::core::{Command, Reply};
-use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
+use crate::http::extract::{Body, IdPath, QueuePath};
+use crate::http::reply::ok;
+use crate::http::state::AppState;
 use crate::store::{SearchQuery, Store};
 use axum::Json;
 use axum::extract::{RawQuery, State};
