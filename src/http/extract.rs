@@ -1,14 +1,14 @@
 //! HTTP adapter: request extractors that turn every malformed input into an error of
 //! docs/api.md#errors (`ApiJson` and the size-limited `Body` for JSON bodies, `IdPath` and
-//! `QueuePath` for path segments, `Bearer` for the Authorization header, `WsBearer` for
-//! WebSocket routes, which also take `?token=`, `ClientIp`).
+//! `QueuePath` for path segments, `ApiQuery` for query strings, `Bearer` for the Authorization
+//! header, `WsBearer` for WebSocket routes, which also take `?token=`, `ClientIp`).
 
 use super::error::ApiError;
 use super::state::AppState;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
@@ -158,8 +158,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WsBearer {
         if let Some(hash) = header_token(parts)? {
             return Ok(WsBearer(hash));
         }
-        match query_token(parts.uri.query()) {
-            Some(t) if !t.is_empty() => Ok(WsBearer(token_hash(t))),
+        match query_token(&parts.uri) {
+            Some(t) if !t.is_empty() => Ok(WsBearer(token_hash(&t))),
             _ => Err(ApiError::unauthorized()),
         }
     }
@@ -178,15 +178,69 @@ fn header_token(parts: &Parts) -> Result<Option<[u8; 32]>, ApiError> {
     Ok(Some(token_hash(token.trim())))
 }
 
-/// The value of the `token` parameter of a query string, if there is one.
-pub fn query_token(query: Option<&str>) -> Option<&str> {
-    query?
+/// The value of the first `token` parameter of the request's query string, if there is one
+/// (`?token` alone counts, with an empty value).
+pub fn query_token(uri: &Uri) -> Option<String> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// A query string decoded into `T` with serde (axum's [`Query`]). A parameter with an empty
+/// value counts as absent; malformed percent-encoding, a query that is not UTF-8, an unknown
+/// parameter (where `T` denies them) or a bad value is a 400 `invalid_request`.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        decode_query(parts.uri.query()).map(ApiQuery)
+    }
+}
+
+/// The decoding of [`ApiQuery`], for a raw query string.
+pub fn decode_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    let raw = raw.unwrap_or("");
+    check_encoding(raw)?;
+    let given: Vec<&str> = raw
         .split('&')
-        .find_map(|pair| match pair.split_once('=') {
-            Some(("token", v)) => Some(v),
-            None if pair == "token" => Some(""),
-            _ => None,
-        })
+        .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .collect();
+    let uri: Uri = format!("/?{}", given.join("&"))
+        .parse()
+        .map_err(|_| ApiError::invalid("malformed query string"))?;
+    Query::<T>::try_from_uri(&uri)
+        .map(|Query(v)| v)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// Refuses a `%` not followed by two hex digits and escapes that do not decode to UTF-8,
+/// which the form decoding would otherwise pass through or replace.
+fn check_encoding(raw: &str) -> Result<(), ApiError> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::invalid("malformed percent-encoding in query"))?;
+            decoded.push(hex);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded)
+        .map(drop)
+        .map_err(|_| ApiError::invalid("query is not UTF-8"))
 }
 
 /// The refusal of a REST request carrying `?token=`, whether or not it also has a header.

@@ -82,7 +82,7 @@ pub fn routes() -> Router<AppState> {
 /// Refuses every REST request with `?token=` (401): only WebSocket routes take a token in
 /// the URL, where browsers cannot send a header.
 async fn refuse_query_token(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if super::extract::query_token(req.uri().query()).is_some() {
+    if super::extract::query_token(req.uri()).is_some() {
         return super::extract::query_token_refused().into_response();
     }
     next.run(req).await
