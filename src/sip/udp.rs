@@ -48,6 +48,8 @@ pub struct SipMetrics {
     pub retransmissions: AtomicU64,
     /// Authenticated REGISTERs dropped because too many were already waiting for the core.
     pub overloaded: AtomicU64,
+    /// Call messages (INVITE, ACK, BYE, CANCEL, responses…) handed to the proxy.
+    pub call_messages: AtomicU64,
 }
 
 /// The process-wide SIP counters.
@@ -61,6 +63,7 @@ pub static METRICS: SipMetrics = SipMetrics {
     throttled: AtomicU64::new(0),
     retransmissions: AtomicU64::new(0),
     overloaded: AtomicU64::new(0),
+    call_messages: AtomicU64::new(0),
 };
 
 /// The registrar settings from the configuration.
@@ -307,6 +310,20 @@ pub async fn serve(
         keys: TxKeys::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
+    // The proxy's Via and Record-Route name this socket; the core's datagrams leave from it.
+    if let Ok(addr) = listener.sock.local_addr() {
+        let _ = listener.handle.call(Command::SipListening { addr }).await;
+    }
+    if let Some(mut outgoing) = listener.handle.take_sip_outgoing() {
+        let sock = listener.sock.clone();
+        tokio::spawn(async move {
+            while let Some((to, bytes)) = outgoing.recv().await {
+                if let Err(e) = sock.send_to(&bytes, to).await {
+                    tracing::debug!(%to, error = %e, "SIP send failed");
+                }
+            }
+        });
+    }
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
     loop {
@@ -349,8 +366,19 @@ impl Listener {
             self.limit = cfg.sip.max_failed_auth_per_minute;
         }
         let req = match parse(bytes) {
-            Ok(SipMessage::Request(r)) => r,
-            Ok(SipMessage::Response(_)) => return,
+            Ok(SipMessage::Request(r)) if matches!(r.method.as_str(), "REGISTER" | "OPTIONS") => r,
+            // Calls: everything else goes to the core's proxy, in arrival order.
+            Ok(message) => {
+                METRICS.call_messages.fetch_add(1, Ordering::Relaxed);
+                let cmd = Command::Sip {
+                    from: src,
+                    message: Box::new(message),
+                };
+                if !self.handle.sip(cmd) {
+                    METRICS.overloaded.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
             Err(ParseError::Empty) => {
                 METRICS.keepalives.fetch_add(1, Ordering::Relaxed);
                 return;

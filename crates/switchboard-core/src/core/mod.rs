@@ -14,6 +14,7 @@ pub mod model;
 pub mod time;
 pub mod view;
 
+mod calls;
 mod customer;
 mod query;
 mod routing;
@@ -51,6 +52,8 @@ pub(crate) enum Timer {
     Binding(AgentId, String),
     /// An outbox item is due for another delivery attempt.
     Outbox(Uuid),
+    /// A SIP transaction's timer.
+    Sip(u64, crate::sip::transaction::TimerName),
 }
 
 /// What a bearer token opens.
@@ -126,6 +129,10 @@ pub struct Gauges {
     pub agents_registered: u64,
     pub timers: u64,
     pub outbox_pending: u64,
+    /// SIP calls waiting in a queue, ringing a phone, and answered.
+    pub calls_waiting: u64,
+    pub calls_ringing: u64,
+    pub calls_talking: u64,
 }
 
 /// Everything the store hands back at boot: open work and live sessions.
@@ -138,6 +145,8 @@ pub struct Restored {
     pub drafts: Vec<(Uuid, Uuid, Metadata)>,
     pub agents: Vec<AgentRecord>,
     pub outbox: Vec<OutboxItem>,
+    /// Answered SIP calls.
+    pub dialogs: Vec<model::Dialog>,
 }
 
 /// The state machine, in named parts.
@@ -157,6 +166,8 @@ pub struct Core {
     /// What the current command and batch changed: writes, effects, what to notify.
     batch: Batch,
     counters: Counters,
+    /// The SIP call proxy's transactions and calls.
+    calls: calls::Calls,
 }
 
 /// Queues, agents and supervisors.
@@ -249,6 +260,7 @@ impl Core {
             },
             batch: Batch::default(),
             counters: Counters::default(),
+            calls: calls::Calls::default(),
         };
         core.apply_policy(&policy, now);
         core
@@ -447,6 +459,7 @@ impl Core {
                 s.drafts.insert(conv, draft);
             }
         }
+        self.restore_dialogs(state.dialogs);
         for item in state.outbox {
             self.arm(
                 Timer::Outbox(item.message_id),
@@ -590,6 +603,8 @@ impl Core {
             Command::InboundCall { from, queue } => self.inbound_call(now, from, queue),
             Command::Hangup { conversation } => self.hangup(now, conversation),
             Command::SipRegister { agent, update } => self.sip_register(now, &agent, update),
+            Command::Sip { from, message } => self.sip_message(now, from, *message),
+            Command::SipListening { addr } => self.sip_listening(addr),
             Command::OutboxAttempt {
                 message,
                 delivered,
@@ -608,6 +623,7 @@ impl Core {
                 Timer::Offer(conv) => self.offer_timed_out(now, conv),
                 Timer::Binding(agent, contact) => self.binding_expired(now, &agent, &contact),
                 Timer::Outbox(message) => self.outbox_due(now, message),
+                Timer::Sip(tx, name) => self.sip_timer(now, tx, name),
             }
             self.finish_command(now);
         }
@@ -712,6 +728,7 @@ impl Core {
         }
         g.timers = self.wheel.len() as u64;
         g.outbox_pending = self.work.outbox.len() as u64;
+        (g.calls_waiting, g.calls_ringing, g.calls_talking) = self.calls.counts();
         g
     }
 
@@ -990,6 +1007,12 @@ impl Core {
         if self.batch.alloc_needed {
             self.batch.alloc_needed = false;
             self.allocate(now);
+        }
+        self.sync_calls(now);
+        if self.batch.alloc_needed {
+            self.batch.alloc_needed = false;
+            self.allocate(now);
+            self.sync_calls(now);
         }
         self.notify_touched();
     }
