@@ -366,7 +366,13 @@ impl Listener {
             self.limit = cfg.sip.max_failed_auth_per_minute;
         }
         let req = match parse(bytes) {
-            Ok(SipMessage::Request(r)) if matches!(r.method.as_str(), "REGISTER" | "OPTIONS") => r,
+            Ok(SipMessage::Request(r))
+                if r.method == "REGISTER"
+                    || (!matches!(r.method.as_str(), "INVITE" | "ACK" | "CANCEL" | "BYE")
+                        && !r.header("To").is_some_and(|to| to.contains("tag="))) =>
+            {
+                r
+            }
             // Calls: everything else goes to the core's proxy, in arrival order.
             Ok(message) => {
                 METRICS.call_messages.fetch_add(1, Ordering::Relaxed);
