@@ -87,6 +87,10 @@ pub use switchboard_core::duration::{
 // Schema
 // ---------------------------------------------------------------------------------------------
 
+/// The most SIP contacts per agent `sip.max_bindings_per_agent` may allow: with contact URIs
+/// up to a few hundred bytes, a `200 OK` listing them all stays within one UDP datagram.
+pub const MAX_BINDINGS_PER_AGENT: usize = 100;
+
 /// The whole configuration (`config.toml`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -184,6 +188,8 @@ pub struct SipConfig {
     pub nonce_ttl: Duration,
     /// Per source IP.
     pub max_failed_auth_per_minute: u32,
+    /// Contacts one agent may have registered at once.
+    pub max_bindings_per_agent: usize,
     /// Sources allowed to send calls in (IP addresses or CIDR blocks).
     pub trunks: Vec<String>,
     /// Where callbacks to customers go, as `sip:IP:PORT`.
@@ -210,6 +216,7 @@ impl Default for SipConfig {
             default_expires: Duration::from_secs(30),
             nonce_ttl: Duration::from_secs(5 * 60),
             max_failed_auth_per_minute: 30,
+            max_bindings_per_agent: 10,
             trunks: Vec::new(),
             outbound_proxy: None,
             max_calls: 500,
@@ -233,6 +240,14 @@ pub struct LimitsConfig {
     pub login_per_minute: u32,
     /// Per client IP.
     pub chats_per_minute: u32,
+    /// Chat sockets one customer token may hold at once.
+    pub max_sockets_per_chat: usize,
+    /// Messages one chat, SMS or social conversation may hold.
+    pub max_messages_per_thread: usize,
+    /// Messages one web chat customer may send per minute.
+    pub customer_messages_per_minute: u32,
+    /// Most recent messages carried by snapshots and conversation views.
+    pub snapshot_messages: usize,
     /// Open HTTP connections (WebSockets included) at once.
     pub max_connections: usize,
     /// Longest a client may take to send a request's head.
@@ -259,6 +274,10 @@ impl Default for LimitsConfig {
             max_sockets_per_session: 4,
             login_per_minute: 10,
             chats_per_minute: 10,
+            max_sockets_per_chat: 4,
+            max_messages_per_thread: 1000,
+            customer_messages_per_minute: 30,
+            snapshot_messages: 100,
             max_connections: 10_000,
             http_header_timeout: Duration::from_secs(10),
             http_body_timeout: Duration::from_secs(30),
@@ -384,6 +403,11 @@ impl Config {
                 max_message_chars: self.limits.max_message_chars,
                 max_email_bytes: self.limits.max_email_bytes,
                 max_sockets_per_session: self.limits.max_sockets_per_session,
+                max_sockets_per_chat: self.limits.max_sockets_per_chat,
+                max_messages_per_thread: self.limits.max_messages_per_thread,
+                customer_messages_per_minute: self.limits.customer_messages_per_minute,
+                snapshot_messages: self.limits.snapshot_messages,
+                max_bindings_per_agent: self.sip.max_bindings_per_agent,
             },
             outbound: RetryPolicy {
                 max_attempts: self.outbound.max_attempts,
@@ -568,6 +592,16 @@ impl Config {
             "sip.max_failed_auth_per_minute",
             u64::from(s.max_failed_auth_per_minute),
         );
+        v.positive(
+            "sip.max_bindings_per_agent",
+            s.max_bindings_per_agent as u64,
+        );
+        if s.max_bindings_per_agent > MAX_BINDINGS_PER_AGENT {
+            v.push(format!(
+                "sip.max_bindings_per_agent ({}) must be at most {MAX_BINDINGS_PER_AGENT}: the 200 OK listing every contact must fit in one UDP datagram",
+                s.max_bindings_per_agent
+            ));
+        }
         for t in &s.trunks {
             if switchboard_core::policy::Cidr::parse(t).is_none() {
                 v.push(format!(
@@ -597,11 +631,18 @@ impl Config {
             ("limits.ws_write_buffer_bytes", l.ws_write_buffer_bytes),
             ("limits.max_sockets_per_session", l.max_sockets_per_session),
             ("limits.max_connections", l.max_connections),
+            ("limits.max_sockets_per_chat", l.max_sockets_per_chat),
+            ("limits.max_messages_per_thread", l.max_messages_per_thread),
+            ("limits.snapshot_messages", l.snapshot_messages),
         ] {
             v.positive(key, n as u64);
         }
         v.positive("limits.login_per_minute", u64::from(l.login_per_minute));
         v.positive("limits.chats_per_minute", u64::from(l.chats_per_minute));
+        v.positive(
+            "limits.customer_messages_per_minute",
+            u64::from(l.customer_messages_per_minute),
+        );
         v.positive_duration("limits.http_header_timeout", l.http_header_timeout);
         v.positive_duration("limits.http_body_timeout", l.http_body_timeout);
         v.positive_duration("limits.http_idle_timeout", l.http_idle_timeout);

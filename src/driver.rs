@@ -624,6 +624,15 @@ impl Driver {
                         ));
                     }
                 };
+                let max = self.core.policy().limits.max_sockets_per_chat;
+                if self.hub.chats.get(&thread).is_some_and(|s| s.len() >= max) {
+                    return Err(Rejection::conflict(
+                        "too_many_sockets",
+                        format!(
+                            "this chat already has {max} connections (limits.max_sockets_per_chat)"
+                        ),
+                    ));
+                }
                 (Command::AttachChat { token }, Sub::Chat(thread))
             }
             Sub::Dashboard => return Err(Rejection::Unauthorized),

@@ -211,3 +211,178 @@ async fn past_the_connection_cap_new_clients_are_served_once_idle_ones_are_reape
     );
     drop(idle);
 }
+
+/// Starts a web chat over HTTP; returns (customer token, conversation id).
+async fn http_chat(server: &TestServer, name: &str, text: &str) -> (String, String) {
+    let (s, chat) = server
+        .http
+        .post(
+            "/api/v1/chats",
+            None,
+            &json!({"queue": "support", "name": name, "text": text}),
+        )
+        .await;
+    assert_eq!(s, 201, "{chat}");
+    (
+        chat["token"].as_str().unwrap().to_string(),
+        chat["conversation_id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn customer_says(server: &TestServer, token: &str, text: &str) -> (u16, serde_json::Value) {
+    server
+        .http
+        .post("/api/v1/chat/messages", Some(token), &json!({"text": text}))
+        .await
+}
+
+#[tokio::test]
+async fn a_chat_customer_may_send_only_so_many_messages_a_minute() {
+    let mut cfg = test_config();
+    cfg.limits.customer_messages_per_minute = 5;
+    let server = TestServer::start_with(cfg).await;
+    let (token, _) = http_chat(&server, "Flood", "hello").await;
+    for i in 0..5 {
+        assert_eq!(
+            customer_says(&server, &token, &format!("m{i}")).await.0,
+            200
+        );
+    }
+    let (s, v) = customer_says(&server, &token, "one too many").await;
+    assert_eq!((s, v["error"].as_str()), (429, Some("rate_limited")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("customer_messages_per_minute")
+    );
+    // The chat socket is held to the same rate.
+    let (mut ws, _) = chat(&server, &token).await;
+    send_json(&mut ws, &json!({"type": "message", "text": "via socket"})).await;
+    let err = wait_for(&mut ws, |v| v["type"] == "error").await;
+    assert_eq!(err["error"], "rate_limited");
+    // Another customer is not affected; the first may write again a minute later.
+    let (other, _) = http_chat(&server, "Calm", "hi").await;
+    assert_eq!(customer_says(&server, &other, "fine").await.0, 200);
+    server.advance(Duration::from_secs(61)).await;
+    assert_eq!(customer_says(&server, &token, "later").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_thread_refuses_messages_past_its_transcript_cap() {
+    let mut cfg = test_config();
+    cfg.limits.max_messages_per_thread = 6;
+    let server = TestServer::start_with(cfg).await;
+    let (token, _) = http_chat(&server, "Long", "first").await;
+    for i in 1..6 {
+        assert_eq!(
+            customer_says(&server, &token, &format!("m{i}")).await.0,
+            200
+        );
+    }
+    let (s, v) = customer_says(&server, &token, "seventh").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("transcript_full")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_messages_per_thread")
+    );
+    let (s, v) = server.http.get("/api/v1/chat", Some(&token)).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["messages"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn snapshots_carry_only_the_latest_messages_and_details_keep_them_all() {
+    let mut cfg = quiet();
+    cfg.limits.snapshot_messages = 3;
+    let server = TestServer::start_with(cfg).await;
+    let agent = server.token("alice").await;
+    let (_panel, _) = server.panel(&agent).await;
+    let (token, id) = http_chat(&server, "Chatty", "m0").await;
+    for i in 1..10 {
+        assert_eq!(
+            customer_says(&server, &token, &format!("m{i}")).await.0,
+            200
+        );
+    }
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("messages in {v}"))
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let latest = vec!["m7".to_string(), "m8".into(), "m9".into()];
+    let (s, v) = server.http.get("/api/v1/chat", Some(&token)).await;
+    assert_eq!(s, 200);
+    assert_eq!(texts(&v), latest, "GET /chat");
+    let (_ws, snap) = chat(&server, &token).await;
+    assert_eq!(texts(&snap), latest, "chat socket snapshot");
+    let (s, v) = server
+        .http
+        .post(
+            &format!("/api/v1/conversations/{id}/accept"),
+            Some(&agent),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(texts(&v), latest, "accept reply");
+    let (s, v) = server.http.get("/api/v1/agent/state", Some(&agent)).await;
+    assert_eq!(s, 200);
+    assert_eq!(texts(&v["conversations"][0]), latest, "GET /agent/state");
+    let (_p2, snap) = server.panel(&agent).await;
+    assert_eq!(texts(&snap["conversations"][0]), latest, "panel snapshot");
+    // The whole transcript stays readable in the conversation's details.
+    let (s, v) = server
+        .http
+        .get(&format!("/api/v1/conversations/{id}"), Some(&agent))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(texts(&v).len(), 10, "details keep every message");
+}
+
+#[tokio::test]
+async fn chat_names_with_control_characters_are_refused() {
+    let server = TestServer::start().await;
+    for name in ["a\u{0}b", "bell\u{7}", "esc\u{1b}[31m", "two\nlines"] {
+        let (s, v) = server
+            .http
+            .post(
+                "/api/v1/chats",
+                None,
+                &json!({"queue": "support", "name": name}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{name:?}: {v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("control characters")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_customer_token_holds_at_most_max_sockets_per_chat() {
+    let mut cfg = test_config();
+    cfg.limits.max_sockets_per_chat = 2;
+    let server = TestServer::start_with(cfg).await;
+    let (token, _) = http_chat(&server, "Tabs", "hi").await;
+    let (_a, _) = chat(&server, &token).await;
+    let (_b, _) = chat(&server, &token).await;
+    let mut third = server.ws("/api/v1/chat/ws", &token).await;
+    assert_eq!(close_code(&mut third).await, Some(4409));
+}

@@ -775,3 +775,45 @@ async fn restart_keeps_a_live_binding_and_drops_one_that_expired_meanwhile() {
     let fetched = alice_phone.register_with_credentials(&[]).await;
     assert!(bindings(&fetched).is_empty());
 }
+
+#[tokio::test]
+async fn an_agent_registers_at_most_max_bindings_per_agent_contacts() {
+    let mut cfg = common::test_config();
+    cfg.sip.max_bindings_per_agent = 3;
+    let server = TestServer::start_with(cfg).await;
+    let mut phone = Uac::new(&server, "alice", "alice-sip").await;
+    let contact = |i: u32| format!("Contact: <sip:alice@10.0.0.{i}:5060>");
+    let ok = phone
+        .register(&[contact(1), contact(2), contact(3), "Expires: 30".into()])
+        .await;
+    assert_eq!(ok.code, 200, "{ok:?}");
+    assert_eq!(bindings(&ok).len(), 3);
+    let refused = phone
+        .register_with_credentials(&[contact(4), "Expires: 30".into()])
+        .await;
+    assert_eq!(refused.code, 403, "{refused:?}");
+    assert!(
+        refused
+            .header("Warning")
+            .is_some_and(|w| w.contains("sip.max_bindings_per_agent"))
+    );
+    // Nothing changed; refreshing or replacing within the cap still works.
+    let ok = phone
+        .register_with_credentials(&[
+            "Contact: <sip:alice@10.0.0.1:5060>;expires=0".into(),
+            contact(4),
+            "Expires: 30".into(),
+        ])
+        .await;
+    assert_eq!(ok.code, 200, "{ok:?}");
+    let mut listed: Vec<String> = bindings(&ok).into_iter().map(|(u, _)| u).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "sip:alice@10.0.0.2:5060",
+            "sip:alice@10.0.0.3:5060",
+            "sip:alice@10.0.0.4:5060"
+        ]
+    );
+}

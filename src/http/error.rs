@@ -73,6 +73,9 @@ impl From<Rejection> for ApiError {
             }
             Rejection::Invalid(m) => ApiError::invalid(m),
             Rejection::TooLarge(m) => ApiError::too_large(m),
+            Rejection::RateLimited(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use super::message::{ParseError, Request, SipMessage, parse, response_to};
 use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
 use crate::app::SharedConfig;
 use crate::config::Config;
-use crate::core::{BindingUpdate, Command, Reply};
+use crate::core::{BindingUpdate, Command, Rejection, Reply};
 use crate::driver::{CallError, Handle};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -476,6 +476,10 @@ impl Listener {
                         }
                         Ok(_) | Err(CallError::Unavailable) => {
                             response_to(&req, 500, "Server Internal Error")
+                        }
+                        Err(CallError::Rejected(Rejection::Conflict { message, .. })) => {
+                            response_to(&req, 403, "Too Many Registered Contacts")
+                                .with_header("Warning", format!("399 switchboard \"{message}\""))
                         }
                         Err(CallError::Rejected(_)) => response_to(&req, 404, "Not Found"),
                     };

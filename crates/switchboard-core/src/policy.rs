@@ -113,6 +113,16 @@ pub struct LimitsPolicy {
     pub max_message_chars: usize,
     pub max_email_bytes: usize,
     pub max_sockets_per_session: usize,
+    /// Chat sockets one customer token may hold at once.
+    pub max_sockets_per_chat: usize,
+    /// Messages one thread (chat, SMS or social conversation) may hold.
+    pub max_messages_per_thread: usize,
+    /// Messages one web chat customer may send per minute.
+    pub customer_messages_per_minute: u32,
+    /// Most recent messages carried by a snapshot (chat, panel, conversation views).
+    pub snapshot_messages: usize,
+    /// SIP contacts one agent may have registered at once.
+    pub max_bindings_per_agent: usize,
 }
 
 impl Default for LimitsPolicy {
@@ -121,6 +131,11 @@ impl Default for LimitsPolicy {
             max_message_chars: 4000,
             max_email_bytes: 262_144,
             max_sockets_per_session: 4,
+            max_sockets_per_chat: 4,
+            max_messages_per_thread: 1000,
+            customer_messages_per_minute: 30,
+            snapshot_messages: 100,
+            max_bindings_per_agent: 10,
         }
     }
 }

@@ -43,6 +43,11 @@ pub async fn start(
     if name.is_empty() {
         return Err(ApiError::invalid("name must not be empty"));
     }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name must not contain control characters (NUL, line breaks, escapes and the like)",
+        ));
+    }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid(format!(
             "name is longer than {MAX_NAME_CHARS} characters"

@@ -229,6 +229,9 @@ pub enum Rejection {
     /// A text over a configured size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// More requests than a configured rate allows; try again later.
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl Rejection {

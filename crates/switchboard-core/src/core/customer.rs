@@ -80,6 +80,7 @@ impl Core {
                 ThreadRt {
                     rec,
                     messages: Vec::new(),
+                    sent: (0, 0),
                 },
             );
             self.batch.dirty_threads.insert(t);
@@ -168,11 +169,52 @@ impl Core {
         Ok(ChatSnapshot {
             conversation_id: t.rec.current,
             group_id: t.rec.group_id,
-            messages: t.messages.iter().map(MessageView::of).collect(),
+            messages: self.recent_messages(t),
             status,
             position,
             agent_name,
         })
+    }
+
+    /// The latest `limits.snapshot_messages` messages of a thread, oldest first: snapshots stay
+    /// small however long the transcript (the whole of it is in the conversation's record).
+    pub(super) fn recent_messages(&self, t: &ThreadRt) -> Vec<MessageView> {
+        let keep = self.policy.limits.snapshot_messages;
+        let skip = t.messages.len().saturating_sub(keep);
+        t.messages[skip..].iter().map(MessageView::of).collect()
+    }
+
+    /// Refuses a message to a thread that already holds `limits.max_messages_per_thread`.
+    pub(super) fn room_in_thread(&self, thread: Uuid) -> Result<(), Rejection> {
+        let max = self.policy.limits.max_messages_per_thread;
+        match self.work.threads.get(&thread) {
+            Some(t) if t.messages.len() >= max => Err(Rejection::conflict(
+                "transcript_full",
+                format!(
+                    "this conversation already holds {max} messages (limits.max_messages_per_thread); no more can be added to it"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one customer message against `limits.customer_messages_per_minute`.
+    fn customer_rate(&mut self, now: Now, thread: Uuid) -> Result<(), Rejection> {
+        let per_minute = self.policy.limits.customer_messages_per_minute;
+        let minute = now.mono / 60_000;
+        let Some(t) = self.work.threads.get_mut(&thread) else {
+            return Ok(());
+        };
+        if t.sent.0 != minute {
+            t.sent = (minute, 0);
+        }
+        if t.sent.1 >= per_minute {
+            return Err(Rejection::RateLimited(format!(
+                "more than {per_minute} messages in a minute (limits.customer_messages_per_minute); wait a moment and send again"
+            )));
+        }
+        t.sent.1 += 1;
+        Ok(())
     }
 
     /// Adds a message to a thread's transcript and tells the customer and the agent.
@@ -271,6 +313,8 @@ impl Core {
         if !self.work.threads.get(&thread).is_some_and(|t| t.rec.open) {
             return Err(Rejection::invalid_state("this chat has ended"));
         }
+        self.room_in_thread(thread)?;
+        self.customer_rate(now, thread)?;
         self.append_message(now, thread, Sender::Customer, text, false);
         Ok(Reply::Done)
     }
@@ -365,6 +409,7 @@ impl Core {
         }
         if let Some(&t) = self.work.open_threads.get(&(medium, from.clone())) {
             if self.work.threads.contains_key(&t) {
+                self.room_in_thread(t)?;
                 self.append_message(now, t, Sender::Customer, text, false);
                 let current = self
                     .work

@@ -99,6 +99,8 @@ pub(crate) struct QueueRt {
 pub(crate) struct ThreadRt {
     pub rec: Thread,
     pub messages: Vec<Message>,
+    /// The customer's messages in the current minute: (minute on the monotonic scale, count).
+    pub sent: (u64, u32),
 }
 
 /// Event counters since start (for `/metrics`).
@@ -375,6 +377,7 @@ impl Core {
                 ThreadRt {
                     rec: thread,
                     messages,
+                    sent: (0, 0),
                 },
             );
         }

@@ -4,8 +4,8 @@
 use super::command::Rejection;
 use super::model::{Conversation, Presence, SessionState, Status};
 use super::view::{
-    AgentSnapshot, AgentView, Capabilities, ConversationView, DashboardEvent, MessageView,
-    QueueView, SessionRef, SessionSummary, SipSummary,
+    AgentSnapshot, AgentView, Capabilities, ConversationView, DashboardEvent, QueueView,
+    SessionRef, SessionSummary, SipSummary,
 };
 use super::{AgentRt, Core, QueueRt};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ impl Core {
             v.messages = Some(
                 c.thread
                     .and_then(|t| self.work.threads.get(&t))
-                    .map(|t| t.messages.iter().map(MessageView::of).collect())
+                    .map(|t| self.recent_messages(t))
                     .unwrap_or_default(),
             );
         }

@@ -38,6 +38,26 @@ impl Core {
                 }
             }
             BindingUpdate::Set(list) => {
+                let max = self.policy.limits.max_bindings_per_agent;
+                let mut after: Vec<&str> = self
+                    .org
+                    .agents
+                    .get(agent)
+                    .map(|a| a.rec.bindings.iter().map(|b| b.contact.as_str()).collect())
+                    .unwrap_or_default();
+                for (contact, secs) in &list {
+                    if *secs == 0 {
+                        after.retain(|c| c != contact);
+                    } else if !after.contains(&contact.as_str()) {
+                        after.push(contact);
+                    }
+                }
+                if after.len() > max {
+                    return Err(Rejection::conflict(
+                        "too_many_bindings",
+                        format!("at most {max} contacts per agent (sip.max_bindings_per_agent)"),
+                    ));
+                }
                 for (contact, secs) in list {
                     if secs == 0 {
                         self.remove_binding(agent, &contact);

@@ -101,6 +101,7 @@ impl Core {
                 "voice conversations carry no messages",
             ));
         };
+        self.room_in_thread(thread)?;
         let outbound = matches!(medium, Medium::Sms | Medium::Social | Medium::Email);
         let msg = self.append_message(now, thread, Sender::Agent, text.clone(), outbound);
         if let (true, Some(msg)) = (outbound, msg) {
