@@ -105,6 +105,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
     /// `[outbound]`
     pub outbound: OutboundConfig,
     /// `[[queues]]`
@@ -136,6 +140,54 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./data"),
             tls: None,
+        }
+    }
+}
+
+/// `[store]`: where the state lives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (one embedded file in `server.data_dir`) or `postgres` (a shared database).
+    pub backend: StoreBackend,
+    /// `postgres://user@host:port/database?sslmode=...`; the password may instead come from
+    /// the environment variable `SWITCHBOARD_POSTGRES_PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+}
+
+/// `store.backend`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+/// `[cluster]`: two or more nodes on one PostgreSQL database, one active at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique per node.
+    pub node_id: String,
+    /// A standby takes over this long after the active node stopped renewing its lease.
+    #[serde(with = "duration_str")]
+    pub lease: Duration,
+    /// How browsers reach this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+    /// The other nodes' URLs, for the pages to fail over to.
+    pub peers: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            lease: Duration::from_secs(5),
+            advertise_url: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -491,6 +543,9 @@ impl Config {
         for k in &mut c.api_keys {
             k.key_sha256 = HIDDEN.to_owned();
         }
+        if let Some(url) = &mut c.store.postgres_url {
+            *url = crate::store::postgres::redact(url);
+        }
         c
     }
 
@@ -504,6 +559,7 @@ impl Config {
         self.validate_log(&mut v);
         self.validate_outbound(&mut v);
         self.validate_directory(&mut v);
+        self.validate_store_and_cluster(&mut v);
         if v.0.is_empty() {
             Ok(())
         } else {
@@ -511,6 +567,48 @@ impl Config {
                 path: None,
                 errors: v.0,
             })
+        }
+    }
+
+    fn validate_store_and_cluster(&self, v: &mut Problems) {
+        let postgres = self.store.backend == StoreBackend::Postgres;
+        match self.store.postgres_url.as_deref() {
+            Some(url) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    v.push(format!("store.postgres_url is not a PostgreSQL URL: {e}"));
+                }
+            }
+            None if postgres => {
+                v.push("store.postgres_url must be set when store.backend = \"postgres\"")
+            }
+            None => {}
+        }
+        let c = &self.cluster;
+        if c.lease < Duration::from_millis(500) || c.lease > Duration::from_secs(600) {
+            v.push(format!(
+                "cluster.lease ({}) must be between 500ms and 10m",
+                format_duration(c.lease)
+            ));
+        }
+        if postgres && c.node_id.trim().is_empty() {
+            v.push(
+                "cluster.node_id must be set (unique per node) when store.backend = \"postgres\"",
+            );
+        }
+        if c.node_id.len() > 64 || c.node_id.chars().any(|ch| ch.is_control()) {
+            v.push("cluster.node_id must be at most 64 printable characters");
+        }
+        let urls = c.advertise_url.iter().map(|u| ("cluster.advertise_url", u));
+        let peers = c.peers.iter().map(|u| ("cluster.peers", u));
+        for (key, url) in urls.chain(peers) {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() > "https://".len()
+                && !url
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch == '"' || ch == '\'');
+            if !ok {
+                v.push(format!("{key}: {url:?} is not an http:// or https:// URL"));
+            }
         }
     }
 

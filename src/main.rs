@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use switchboard::app::{App, Listeners};
-use switchboard::config::{Config, LogFormat};
+use switchboard::config::{Config, LogFormat, StoreBackend};
 use switchboard::driver::Clock;
 use switchboard::store::Store;
 
@@ -148,8 +148,10 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<()> {
         let cfg = Arc::new(cfg);
         std::fs::create_dir_all(&cfg.server.data_dir)
             .with_context(|| format!("creating data_dir {}", cfg.server.data_dir.display()))?;
-        let store_path = Store::file_in(&cfg.server.data_dir);
-        let store = Arc::new(open_store(&store_path)?);
+        let store = Arc::new(match cfg.store.backend {
+            StoreBackend::Redb => open_store(&Store::file_in(&cfg.server.data_dir))?,
+            StoreBackend::Postgres => open_postgres(&cfg)?,
+        });
         let listeners = Listeners::bind(&cfg)
             .await
             .context("binding the listeners")?;
@@ -174,6 +176,24 @@ fn open_store(path: &std::path::Path) -> Result<Store> {
             _ => "",
         };
         anyhow::anyhow!("cannot open the store {}: {e}{hint}", path.display())
+    })
+}
+
+/// Connects to the configured PostgreSQL database (the password may come from
+/// `SWITCHBOARD_POSTGRES_PASSWORD`), creating or upgrading its tables.
+fn open_postgres(cfg: &Config) -> Result<Store> {
+    let options = switchboard::store::PostgresOptions::from_config(
+        &cfg.store,
+        std::env::var("SWITCHBOARD_POSTGRES_PASSWORD").ok(),
+    )?;
+    Store::postgres(&options).map_err(|e| {
+        let hint = match &e {
+            switchboard::store::StoreError::NewerSchema { .. } => {
+                "\na newer switchboard has upgraded this database: run that version on every node"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("cannot open the PostgreSQL store: {e}{hint}")
     })
 }
 

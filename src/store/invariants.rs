@@ -1,8 +1,10 @@
-//! Store layer: the invariant check behind [`Store::check_invariants`], for tests and for a
+//! Store layer: the invariant check behind [`RedbStore::check_invariants`], for tests and for a
 //! debug-build check at boot. Reads everything in one read transaction; it never repairs.
 
+use super::StoreError;
+use super::codec;
+use super::redb::{RedbStore, pair, seq_key, uuid};
 use super::tables::*;
-use super::{Store, StoreError, codec, pair, seq_key, uuid};
 use crate::core::model::{
     AgentRecord, Conversation, Event, Message, Metadata, OriginKind, OutboxItem, Session, Status,
     Thread,
@@ -11,7 +13,7 @@ use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-impl Store {
+impl RedbStore {
     /// Every broken invariant, one line each (empty when all hold).
     pub(super) fn invariant_problems(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read()?;

@@ -1,8 +1,10 @@
+use super::tables::*;
 use super::*;
 use crate::config::{AgentConfig, Capacity, Config, QueueConfig, RequeuePosition};
 use crate::core::model::*;
 use crate::core::time::Timestamp;
 use crate::core::{Command, Core, Now, Reply};
+use ::redb::ReadableDatabase;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -79,15 +81,31 @@ fn draft(memo: &str) -> Metadata {
     }
 }
 
-fn assert_ok(store: &Store) {
-    if let Err(problems) = store.check_invariants() {
+/// Either backend's invariant check.
+trait Checked {
+    fn check(&self) -> Result<(), String>;
+}
+
+impl Checked for Store {
+    fn check(&self) -> Result<(), String> {
+        self.check_invariants()
+    }
+}
+
+impl Checked for RedbStore {
+    fn check(&self) -> Result<(), String> {
+        self.check_invariants()
+    }
+}
+
+fn assert_ok(store: &impl Checked) {
+    if let Err(problems) = store.check() {
         panic!("invariants broken:\n{problems}");
     }
 }
 
-#[test]
-fn every_record_type_round_trips_through_the_store() {
-    let store = Store::in_memory().unwrap();
+fn every_record_type_round_trips_through_the_store(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut open = conversation(1, 1, Status::InProcess);
     open.thread = Some(id(50));
     open.event_count = 1;
@@ -184,9 +202,8 @@ fn every_record_type_round_trips_through_the_store() {
     assert!(store.messages(id(51)).unwrap().is_empty());
 }
 
-#[test]
-fn indexes_follow_a_conversation_through_its_states() {
-    let store = Store::in_memory().unwrap();
+fn indexes_follow_a_conversation_through_its_states(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut c = conversation(1, 1, Status::InQueue);
     store.apply(&[put(&c)]).unwrap();
     assert_ok(&store);
@@ -218,9 +235,8 @@ fn indexes_follow_a_conversation_through_its_states() {
     assert_eq!(store.group(id(1)).unwrap(), vec![c]);
 }
 
-#[test]
-fn session_token_change_and_session_end_keep_tokens_and_drafts_in_step() {
-    let store = Store::in_memory().unwrap();
+fn session_token_change_and_session_end_keep_tokens_and_drafts_in_step(open: &dyn Fn() -> Store) {
+    let store = open();
     let other = session(41, 7);
     store
         .apply(&[
@@ -278,9 +294,8 @@ fn session_token_change_and_session_end_keep_tokens_and_drafts_in_step() {
     assert_ok(&store);
 }
 
-#[test]
-fn outbox_done_deletes_the_item_and_events_replace_by_sequence() {
-    let store = Store::in_memory().unwrap();
+fn outbox_done_deletes_the_item_and_events_replace_by_sequence(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut c = conversation(1, 1, Status::InProcess);
     c.event_count = 1;
     let item = OutboxItem {
@@ -324,9 +339,8 @@ fn outbox_done_deletes_the_item_and_events_replace_by_sequence() {
     assert_ok(&store);
 }
 
-#[test]
-fn search_filters_and_lists_newest_first() {
-    let store = Store::in_memory().unwrap();
+fn search_filters_and_lists_newest_first(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut writes = Vec::new();
     for n in 1..=6u128 {
         let status = if n % 2 == 0 {
@@ -439,9 +453,8 @@ fn search_filters_and_lists_newest_first() {
     );
 }
 
-#[test]
-fn search_limit_is_capped() {
-    let store = Store::in_memory().unwrap();
+fn search_limit_is_capped(open: &dyn Fn() -> Store) {
+    let store = open();
     let writes: Vec<Write> = (1..=1005u128)
         .map(|n| put(&conversation(n, 1, Status::Handled)))
         .collect();
@@ -456,9 +469,8 @@ fn search_limit_is_capped() {
     assert_eq!(found[0].id, id(1005));
 }
 
-#[test]
-fn group_lists_oldest_first_and_knows_who_worked_in_it() {
-    let store = Store::in_memory().unwrap();
+fn group_lists_oldest_first_and_knows_who_worked_in_it(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut a = conversation(3, 9, Status::Handled);
     a.created_at = Timestamp(T0 + 10);
     let mut b = conversation(1, 9, Status::InQueue);
@@ -500,7 +512,7 @@ fn group_lists_oldest_first_and_knows_who_worked_in_it() {
 fn a_newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested").join(FILE_NAME);
-    let store = Store::open(&path).unwrap();
+    let store = RedbStore::open(&path).unwrap();
     {
         let txn = store.db.begin_write().unwrap();
         txn.open_table(META)
@@ -510,7 +522,7 @@ fn a_newer_schema_version_is_refused() {
         txn.commit().unwrap();
     }
     drop(store);
-    match Store::open(&path) {
+    match RedbStore::open(&path) {
         Err(StoreError::NewerSchema { found, supported }) => {
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
@@ -521,9 +533,9 @@ fn a_newer_schema_version_is_refused() {
 #[test]
 fn a_fresh_file_records_the_schema_version() {
     let dir = tempfile::tempdir().unwrap();
-    let path = Store::file_in(dir.path());
-    drop(Store::open(&path).unwrap());
-    let store = Store::open(&path).unwrap();
+    let path = RedbStore::file_in(dir.path());
+    drop(RedbStore::open(&path).unwrap());
+    let store = RedbStore::open(&path).unwrap();
     let txn = store.db.begin_read().unwrap();
     let version = txn
         .open_table(META)
@@ -536,7 +548,7 @@ fn a_fresh_file_records_the_schema_version() {
 
 #[test]
 fn a_corrupt_record_is_an_error_naming_table_and_key() {
-    let store = Store::in_memory().unwrap();
+    let store = RedbStore::in_memory().unwrap();
     store
         .apply(&[put(&conversation(1, 1, Status::InQueue))])
         .unwrap();
@@ -577,7 +589,7 @@ fn a_corrupt_record_is_an_error_naming_table_and_key() {
 
 #[test]
 fn check_invariants_reports_a_broken_index() {
-    let store = Store::in_memory().unwrap();
+    let store = RedbStore::in_memory().unwrap();
     store
         .apply(&[put(&conversation(1, 1, Status::InQueue))])
         .unwrap();
@@ -596,7 +608,7 @@ fn check_invariants_reports_a_broken_index() {
 
 #[test]
 fn check_invariants_reports_a_second_requeue_of_the_same_conversation() {
-    let store = Store::in_memory().unwrap();
+    let store = RedbStore::in_memory().unwrap();
     let orig = conversation(1, 1, Status::Handled);
     let mut again = Vec::new();
     for n in [2, 3] {
@@ -617,7 +629,7 @@ fn check_invariants_reports_a_second_requeue_of_the_same_conversation() {
 #[test]
 fn backup_is_a_store_file_with_the_same_contents() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&Store::file_in(dir.path())).unwrap();
+    let store = RedbStore::open(&RedbStore::file_in(dir.path())).unwrap();
     let mut c = conversation(1, 1, Status::InQueue);
     c.event_count = 1;
     store
@@ -644,7 +656,7 @@ fn backup_is_a_store_file_with_the_same_contents() {
         .apply(&[put(&conversation(3, 3, Status::InQueue))])
         .unwrap();
 
-    let copy = Store::open(&dest).unwrap();
+    let copy = RedbStore::open(&dest).unwrap();
     assert_ok(&copy);
     let all = SearchQuery::default();
     let want: Vec<Conversation> = store
@@ -664,18 +676,20 @@ fn backup_is_a_store_file_with_the_same_contents() {
 #[test]
 fn in_memory_store_can_be_backed_up_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::in_memory().unwrap();
+    let store = RedbStore::in_memory().unwrap();
     store
         .apply(&[put(&conversation(1, 1, Status::InQueue))])
         .unwrap();
     let dest = dir.path().join("mem.redb");
     store.backup_to(&dest).unwrap();
-    assert_eq!(Store::open(&dest).unwrap().group(id(1)).unwrap().len(), 1);
+    assert_eq!(
+        RedbStore::open(&dest).unwrap().group(id(1)).unwrap().len(),
+        1
+    );
 }
 
-#[test]
-fn export_writes_one_json_object_per_conversation_with_its_events() {
-    let store = Store::in_memory().unwrap();
+fn export_writes_one_json_object_per_conversation_with_its_events(open: &dyn Fn() -> Store) {
+    let store = open();
     let mut c = conversation(1, 1, Status::InQueue);
     c.event_count = 2;
     store
@@ -737,19 +751,16 @@ fn chat_config() -> Config {
     cfg
 }
 
-/// Commits the core's batch, closes the file, reopens it and checks the invariants.
-fn commit_and_reopen(store: Store, core: &mut Core, path: &Path) -> Store {
+/// Commits the core's batch, closes the store, reopens it and checks the invariants.
+fn commit_and_reopen(store: Store, core: &mut Core, open: &dyn Fn() -> Store) -> Store {
     store.apply(&core.take_writes()).unwrap();
     drop(store);
-    let store = Store::open(path).unwrap();
+    let store = open();
     assert_ok(&store);
     store
 }
 
-#[test]
-fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = Store::file_in(dir.path());
+fn chat_requeued_after_grace_survives_reopen_after_every_batch(open: &dyn Fn() -> Store) {
     let cfg = Arc::new(chat_config());
     let grace = cfg.resilience.session_grace.as_millis() as u64;
     let t0 = Now {
@@ -757,7 +768,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         wall: T0,
     };
     let mut core = Core::new(Arc::new(cfg.policy()), 7, t0);
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open();
     let agent_token = [1u8; 32];
     let customer_token = [2u8; 32];
 
@@ -770,7 +781,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         },
     );
     assert!(matches!(login, Ok(Reply::LoggedIn { .. })), "{login:?}");
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     let t1 = t0.plus_ms(1_000);
     core.handle(
@@ -781,7 +792,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         },
     )
     .unwrap();
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     let t2 = t0.plus_ms(2_000);
     let started = core
@@ -802,7 +813,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
     else {
         panic!("unexpected reply {started:?}")
     };
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
     let (offered, _) = store.conversation(orig).unwrap().unwrap();
     assert_eq!(
         offered.status,
@@ -819,7 +830,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         },
     )
     .unwrap();
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     let t4 = t0.plus_ms(4_000);
     core.handle(
@@ -831,11 +842,11 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         },
     )
     .unwrap();
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     let t5 = t0.plus_ms(5_000);
     core.handle(t5, Command::DetachPanel { socket: 1 }).unwrap();
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     // During the grace period the chat stays with the agent and the draft is kept.
     let during = store.load().unwrap();
@@ -854,7 +865,7 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
     let deadline = t5.plus_ms(grace);
     assert_eq!(core.poll_timeout(), Some(deadline.mono));
     core.handle_timeout(deadline);
-    store = commit_and_reopen(store, &mut core, &path);
+    store = commit_and_reopen(store, &mut core, open);
 
     // The original is handled and out of the open work.
     let (original, events) = store.conversation(orig).unwrap().unwrap();
@@ -934,6 +945,203 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch() {
         Some(Status::InQueue)
     );
     assert_eq!(rebooted.conversation(&orig), None);
-    let store = commit_and_reopen(store, &mut rebooted, &path);
+    let store = commit_and_reopen(store, &mut rebooted, open);
+    assert_eq!(store.load().unwrap().conversations.len(), 1);
+}
+
+// ----- every test above that takes an opener runs on both backends -----
+
+/// The PostgreSQL database the tests use, from `SWITCHBOARD_TEST_POSTGRES_URL`. Without it
+/// the PostgreSQL variants are skipped with a message, except under CI (`CI=true`), where a
+/// missing database is a failure: CI must never pass by running nothing.
+pub(crate) fn postgres_test_url() -> Option<String> {
+    match std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but SWITCHBOARD_TEST_POSTGRES_URL is not set: the PostgreSQL store tests would not run"
+            )
+        }
+        _ => {
+            eprintln!(
+                "skipped: set SWITCHBOARD_TEST_POSTGRES_URL=postgres://... to run the PostgreSQL store tests"
+            );
+            None
+        }
+    }
+}
+
+/// Options for a fresh schema of its own (dropped first if a previous run left it).
+fn postgres_options(test: &str) -> Option<PostgresOptions> {
+    let url = postgres_test_url()?;
+    let schema: String = format!("t_{test}").chars().take(60).collect();
+    let mut options = PostgresOptions::new(url);
+    let admin = options.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = admin.connect_async().await.unwrap();
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .unwrap();
+    });
+    options.schema = Some(schema);
+    options.readers = 2;
+    Some(options)
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_redb {
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = super::RedbStore::file_in(dir.path());
+                    super::$name(&|| super::Store::open(&path).unwrap());
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(options) = super::postgres_options(stringify!($name)) else {
+                        return;
+                    };
+                    super::$name(&|| super::Store::postgres(&options).unwrap());
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    every_record_type_round_trips_through_the_store,
+    indexes_follow_a_conversation_through_its_states,
+    session_token_change_and_session_end_keep_tokens_and_drafts_in_step,
+    outbox_done_deletes_the_item_and_events_replace_by_sequence,
+    search_filters_and_lists_newest_first,
+    search_limit_is_capped,
+    group_lists_oldest_first_and_knows_who_worked_in_it,
+    export_writes_one_json_object_per_conversation_with_its_events,
+    chat_requeued_after_grace_survives_reopen_after_every_batch,
+);
+
+// ----- PostgreSQL only -----
+
+fn postgres_store(test: &str) -> Option<(PostgresOptions, PostgresStore)> {
+    let options = postgres_options(test)?;
+    let store = PostgresStore::connect(&options).unwrap();
+    Some((options, store))
+}
+
+#[test]
+fn postgres_a_newer_schema_version_is_refused() {
+    let Some((options, store)) = postgres_store("pg_newer_schema") else {
+        return;
+    };
+    store
+        .execute_for_tests(
+            "UPDATE switchboard_meta SET value = value + 1 WHERE key = 'schema_version'",
+        )
+        .unwrap();
+    drop(store);
+    match PostgresStore::connect(&options) {
+        Err(StoreError::NewerSchema { found, supported }) => {
+            assert_eq!(found, supported + 1);
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_a_corrupt_record_is_an_error_naming_table_and_key() {
+    let Some((_, store)) = postgres_store("pg_corrupt_record") else {
+        return;
+    };
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    store
+        .execute_for_tests("UPDATE conversations SET value = '\\x630102'")
+        .unwrap();
+    match store.conversation(id(1)) {
+        Err(StoreError::Corrupt {
+            table,
+            key,
+            source: CodecError::UnknownVersion { found: 99, .. },
+        }) => {
+            assert_eq!(table, "conversations");
+            assert_eq!(key, id(1).to_string());
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(store.load().is_err());
+    assert!(store.check_invariants().is_err());
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    assert!(store.check_invariants().is_ok());
+}
+
+#[test]
+fn postgres_refuses_a_second_requeue_of_the_same_conversation_and_commits_nothing_of_it() {
+    let Some((_, store)) = postgres_store("pg_second_requeue") else {
+        return;
+    };
+    let orig = conversation(1, 1, Status::Handled);
+    let requeue = |n| {
+        let mut c = conversation(n, 1, Status::InQueue);
+        c.origin = Origin {
+            kind: OriginKind::Requeue,
+            previous: Some(id(1)),
+        };
+        put(&c)
+    };
+    store.apply(&[put(&orig), requeue(2)]).unwrap();
+    let before = store.load().unwrap();
+    assert!(
+        store
+            .apply(&[requeue(3), Write::Session(Box::new(session(40, 1)))])
+            .is_err()
+    );
+    // The whole batch was rolled back, the session too.
+    assert_eq!(
+        format!("{:?}", store.load().unwrap()),
+        format!("{before:?}")
+    );
+    assert!(store.check_invariants().is_ok());
+}
+
+#[test]
+fn postgres_a_node_whose_term_is_not_the_lease_term_commits_nothing() {
+    let Some((_, store)) = postgres_store("pg_fencing") else {
+        return;
+    };
+    store
+        .execute_for_tests("UPDATE cluster_lease SET term = 7, holder = 'node-a'")
+        .unwrap();
+    store.set_fence(Some(Fence {
+        term: 7,
+        node: "node-a".into(),
+    }));
+    store
+        .apply(&[put(&conversation(1, 1, Status::InQueue))])
+        .unwrap();
+    // Another node took over.
+    store
+        .execute_for_tests("UPDATE cluster_lease SET term = 8, holder = 'node-b'")
+        .unwrap();
+    match store.apply(&[put(&conversation(2, 2, Status::InQueue))]) {
+        Err(StoreError::Fenced {
+            ours: 7,
+            current: Some(8),
+        }) => {}
+        other => panic!("expected Fenced, got {other:?}"),
+    }
     assert_eq!(store.load().unwrap().conversations.len(), 1);
 }
