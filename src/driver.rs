@@ -17,18 +17,14 @@ use uuid::Uuid;
 
 /// Largest number of commands committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Frames buffered per socket before a slow socket is dropped (it resumes with a snapshot).
+/// Frames without an entity key (messages, session ends) buffered per socket before a slow
+/// socket is dropped (it resumes with a snapshot). State frames replace their entity's
+/// queued frame instead of adding one ([`crate::fanout`]).
 const SOCKET_QUEUE: usize = 1024;
 
-/// A frame for one socket.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Text(Arc<str>),
-    Close(u16, &'static str),
-}
-
-pub type FrameRx = mpsc::Receiver<Outgoing>;
-type FrameTx = mpsc::Sender<Outgoing>;
+use crate::core::view::{ChatEvent, PanelEvent};
+use crate::fanout::{FrameKey, FrameTx};
+pub use crate::fanout::{FrameRx, Outgoing};
 
 /// Why a call did not get an answer from the core.
 #[derive(Debug, thiserror::Error)]
@@ -306,7 +302,7 @@ impl Hub {
     fn add(&mut self, sub: Sub) -> (u64, FrameRx) {
         self.next_socket += 1;
         let id = self.next_socket;
-        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        let (tx, rx) = crate::fanout::channel(SOCKET_QUEUE);
         match &sub {
             Sub::Panel(a) => {
                 self.panels.entry(a.clone()).or_default().insert(id, tx);
@@ -364,7 +360,37 @@ fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
 }
 
 /// Where a batch's frames go once it is committed.
-type Pending = Vec<(u64, FrameTx, Outgoing)>;
+type Pending = Vec<(u64, FrameTx, Option<FrameKey>, Outgoing)>;
+
+/// The entity whose latest state a Dashboard frame carries (frame kinds without one are
+/// delivered one by one).
+fn dashboard_key(event: &DashboardEvent) -> Option<FrameKey> {
+    match event {
+        DashboardEvent::Agent { agent } => Some(FrameKey::Agent(agent.agent_id.clone())),
+        DashboardEvent::Queue { queue } => Some(FrameKey::Queue(queue.id.clone())),
+        DashboardEvent::Conversation { conversation } => {
+            Some(FrameKey::Conversation(conversation.id))
+        }
+        _ => None,
+    }
+}
+
+fn panel_key(event: &PanelEvent) -> Option<FrameKey> {
+    match event {
+        PanelEvent::Conversation { conversation } => Some(FrameKey::Conversation(conversation.id)),
+        PanelEvent::Capabilities { .. } => Some(FrameKey::Kind("capabilities")),
+        PanelEvent::Banners { .. } => Some(FrameKey::Kind("banners")),
+        PanelEvent::Presence { .. } => Some(FrameKey::Kind("presence")),
+        _ => None,
+    }
+}
+
+fn chat_key(event: &ChatEvent) -> Option<FrameKey> {
+    match event {
+        ChatEvent::Status { .. } => Some(FrameKey::Kind("status")),
+        _ => None,
+    }
+}
 
 /// The driver task's state.
 pub struct Driver {
@@ -468,13 +494,13 @@ impl Driver {
         }
         // Tell panels to come back after the restart (close 1001 = going away).
         for (_, tx) in self.hub.panels.values().flat_map(|m| m.iter()) {
-            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+            let _ = tx.push(None, Outgoing::Close(1001, "server restarting"));
         }
         for (_, tx) in self.hub.chats.values().flat_map(|m| m.iter()) {
-            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+            let _ = tx.push(None, Outgoing::Close(1001, "server restarting"));
         }
         for tx in self.hub.dashboards.values() {
-            let _ = tx.try_send(Outgoing::Close(1001, "server restarting"));
+            let _ = tx.push(None, Outgoing::Close(1001, "server restarting"));
         }
         Ok(())
     }
@@ -544,6 +570,8 @@ impl Driver {
             }
         }
         let writes = self.core.take_writes();
+        // The end of a batch tells queue rows and positions once.
+        self.route_effects(&mut pending);
         if !writes.is_empty() {
             let store = self.store.clone();
             let count = writes.len() as u64;
@@ -573,15 +601,24 @@ impl Driver {
         for datagram in self.sip_pending.drain(..) {
             let _ = self.sip_tx.send(datagram);
         }
-        for (socket, tx, frame) in pending {
-            if tx.try_send(frame).is_err() {
-                // Full or gone: drop the subscription; a panel resumes with a fresh snapshot.
-                if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
-                    self.metrics
-                        .sockets_dropped_slow
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = self.core.handle(now, Command::DetachPanel { socket });
-                }
+        let mut dropped = Vec::new();
+        for (socket, tx, key, frame) in pending {
+            if let Err(e) = tx.push(key, frame) {
+                dropped.push((socket, e));
+            }
+        }
+        for (socket, why) in dropped {
+            // Full (a client that reads nothing) or gone: drop the subscription, which
+            // closes a live socket with 1013; a panel resumes with a fresh snapshot.
+            let sub = self.hub.remove(socket);
+            if sub.is_some() && why == crate::fanout::PushError::Full {
+                self.metrics
+                    .sockets_dropped_slow
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(Sub::Panel(_)) = sub {
+                // Its writes and frames go with the next batch.
+                let _ = self.core.handle(now, Command::DetachPanel { socket });
             }
         }
         Ok(())
@@ -677,9 +714,11 @@ impl Driver {
                 Effect::Panel { agent, event } => {
                     if let Some(socks) = self.hub.panels.get(&agent) {
                         let frame = json(&event);
+                        let key = panel_key(&event);
                         for (id, tx) in socks {
                             if Some(*id) != skip {
-                                pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                                let text = Outgoing::Text(frame.clone());
+                                pending.push((*id, tx.clone(), key.clone(), text));
                             }
                         }
                     }
@@ -687,9 +726,11 @@ impl Driver {
                 Effect::Chat { thread, event } => {
                     if let Some(socks) = self.hub.chats.get(&thread) {
                         let frame = json(&event);
+                        let key = chat_key(&event);
                         for (id, tx) in socks {
                             if Some(*id) != skip {
-                                pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                                let text = Outgoing::Text(frame.clone());
+                                pending.push((*id, tx.clone(), key.clone(), text));
                             }
                         }
                     }
@@ -697,8 +738,10 @@ impl Driver {
                 Effect::Dashboard(event) => {
                     if !self.hub.dashboards.is_empty() {
                         let frame = json(&event);
+                        let key = dashboard_key(&event);
                         for (id, tx) in &self.hub.dashboards {
-                            pending.push((*id, tx.clone(), Outgoing::Text(frame.clone())));
+                            let text = Outgoing::Text(frame.clone());
+                            pending.push((*id, tx.clone(), key.clone(), text));
                         }
                     }
                 }
@@ -710,7 +753,7 @@ impl Driver {
                             } else {
                                 "session ended"
                             };
-                            pending.push((s, tx, Outgoing::Close(code, reason)));
+                            pending.push((s, tx, None, Outgoing::Close(code, reason)));
                         }
                         self.hub.remove(s);
                     }
@@ -718,7 +761,8 @@ impl Driver {
                 Effect::CloseChat { thread } => {
                     if let Some(socks) = self.hub.chats.get(&thread) {
                         for (id, tx) in socks {
-                            pending.push((*id, tx.clone(), Outgoing::Close(1000, "chat ended")));
+                            let close = Outgoing::Close(1000, "chat ended");
+                            pending.push((*id, tx.clone(), None, close));
                         }
                     }
                 }

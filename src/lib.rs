@@ -5,6 +5,7 @@
 //!   `sip::registrar` — no tokio, axum, redb or sockets, no clock reads;
 //! - [`store`]: redb tables and the record codec;
 //! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
+//!   [`fanout`]: its per-socket frame queues, coalesced per entity;
 //! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
 //! - adapters: [`tls`] (HTTPS on the HTTP listener);
 //! - [`app`]: wires listeners, store, driver and adapters together;
@@ -13,10 +14,12 @@
 //! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub use switchboard_core::core;
 pub mod demo;
 pub mod driver;
+pub mod fanout;
 pub mod http;
 pub mod outbound;
 pub mod service;

@@ -152,6 +152,23 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<()> {
             StoreBackend::Redb => open_store(&Store::file_in(&cfg.server.data_dir))?,
             StoreBackend::Postgres => open_postgres(&cfg)?,
         });
+        if cfg.store.backend == StoreBackend::Postgres {
+            // A cluster node: the SIP listener is bound only while this node is active.
+            let http = tokio::net::TcpListener::bind(cfg.server.http_listen)
+                .await
+                .context("binding the HTTP listener")?;
+            let view = switchboard::cluster::ClusterView::new(&cfg);
+            switchboard::cluster::run(
+                cfg.clone(),
+                store,
+                http,
+                view,
+                switchboard::service::shutdown_signal(),
+            )
+            .await?;
+            tracing::info!("switchboard stopped");
+            return Ok(());
+        }
         let listeners = Listeners::bind(&cfg)
             .await
             .context("binding the listeners")?;

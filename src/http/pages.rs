@@ -1,7 +1,6 @@
 //! HTTP adapter: the embedded web pages of docs/pages.md (`/`, `/panel`, `/dashboard`, `/chat`) and
 //! their assets under `/assets/`, served from the binary with strict security headers.
 
-use super::AppState;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -91,7 +90,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 /// The page routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/panel", get(panel))

@@ -194,7 +194,7 @@ mod tests {
         /// What the client sends (`None` = the stream ends).
         client: mpsc::UnboundedSender<Result<Message, String>>,
         /// The driver's side of the frame channel.
-        driver: mpsc::Sender<Outgoing>,
+        driver: crate::fanout::FrameTx,
         clock: Arc<AtomicU64>,
         task: tokio::task::JoinHandle<End>,
     }
@@ -208,7 +208,7 @@ mod tests {
         });
         let (client, mut client_rx) = mpsc::unbounded_channel::<Result<Message, String>>();
         let stream = futures_util::stream::poll_fn(move |cx| client_rx.poll_recv(cx));
-        let (driver, frames) = mpsc::channel(16);
+        let (driver, frames) = crate::fanout::channel(16);
         let clock = Arc::new(AtomicU64::new(1_000));
         let c = clock.clone();
         let task = tokio::spawn(run(

@@ -85,6 +85,13 @@ pub(crate) struct AgentRt {
     /// What the panel was last told, to push only real changes.
     pub sent_caps: Capabilities,
     pub sent_banners: Vec<Banner>,
+    /// The agent's queues as configured; `None` once the agent left the configuration.
+    pub configured_queues: Option<Vec<String>>,
+    /// The queues whose `members` list this agent (kept with the ready index).
+    pub queues: Vec<String>,
+    /// Per channel, the idle-since key under which the agent is in the `ready` set of its
+    /// queues of that channel (`None`: not eligible, not listed).
+    pub indexed: [Option<Timestamp>; 3],
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +100,10 @@ pub(crate) struct QueueRt {
     /// `in_queue` conversations by (rank, id): first = next to be served.
     pub waiting: BTreeSet<(i64, Uuid)>,
     pub members: Vec<AgentId>,
+    /// Members eligible for an offer on the queue's channel right now, by (idle since, id):
+    /// first = idle longest. Kept in step on every change of eligibility, so an offer costs
+    /// O(log n) instead of a sort of every member.
+    pub ready: BTreeSet<(Timestamp, AgentId)>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +210,9 @@ struct Work {
     /// Open sms/social threads by (medium, customer address).
     open_threads: HashMap<(Medium, String), Uuid>,
     outbox: HashMap<Uuid, OutboxItem>,
+    /// The queue position each waiting web chat was last told, so a change elsewhere in the
+    /// queue tells only the customers whose position moved.
+    sent_positions: HashMap<Uuid, u32>,
 }
 
 /// Where new ids come from: the seeded generator and the last id made.
@@ -223,6 +237,9 @@ struct Batch {
     /// Agents changed in the current batch (written at [`Core::take_writes`]).
     batch_agents: BTreeSet<AgentId>,
     dirty_queues: BTreeSet<String>,
+    /// Queues changed in the current batch: their Dashboard row and the positions of their
+    /// waiting chats are sent once, at the end of the batch ([`Core::take_writes`]).
+    batch_queues: BTreeSet<String>,
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
 }
@@ -286,6 +303,7 @@ impl Core {
                     cfg: q.clone(),
                     waiting,
                     members: Vec::new(),
+                    ready: BTreeSet::new(),
                 },
             );
         }
@@ -297,6 +315,7 @@ impl Core {
         }
         // Agents no longer in the configuration take no new work.
         for rt in self.org.agents.values_mut() {
+            rt.configured_queues = None;
             rt.capacity = crate::policy::Capacity {
                 voice: 0,
                 chat: 0,
@@ -327,8 +346,12 @@ impl Core {
                     capacity: a.capacity,
                     sent_caps: Capabilities::default(),
                     sent_banners: Vec::new(),
+                    configured_queues: None,
+                    queues: Vec::new(),
+                    indexed: [None; 3],
                 });
             rt.name = a.name.clone();
+            rt.configured_queues = Some(a.queues.clone());
             rt.capacity = a.capacity;
         }
         self.org.queues = queues;
@@ -337,6 +360,7 @@ impl Core {
             .iter()
             .map(|s| (s.id.clone(), s.name.clone()))
             .collect();
+        self.rebuild_ready();
         self.batch.alloc_needed = true;
         self.finish_command(now);
     }
@@ -481,6 +505,7 @@ impl Core {
         for id in offered {
             self.withdraw_offer(now, id, "server restarted");
         }
+        self.rebuild_ready();
         self.batch.alloc_needed = true;
         self.finish_command(now);
     }
@@ -641,12 +666,14 @@ impl Core {
     /// The changes of the batch so far, to be written in one transaction. Closed work is
     /// released from memory here: once written, the store is its home.
     pub fn take_writes(&mut self) -> Vec<Write> {
+        self.notify_queues();
         let mut writes = std::mem::take(&mut self.batch.writes);
         for id in std::mem::take(&mut self.batch.dirty_threads) {
             if let Some(t) = self.work.threads.get(&id) {
                 writes.push(Write::Thread(Box::new(t.rec.clone())));
                 if !t.rec.open {
                     self.work.threads.remove(&id);
+                    self.work.sent_positions.remove(&id);
                 }
             }
         }
@@ -1007,6 +1034,10 @@ impl Core {
 
     /// End of a command: allocate, then turn what changed into notifications.
     fn finish_command(&mut self, now: Now) {
+        let changed: Vec<AgentId> = self.batch.dirty_agents.iter().cloned().collect();
+        for agent in &changed {
+            self.reindex(agent);
+        }
         if self.batch.alloc_needed {
             self.batch.alloc_needed = false;
             self.allocate(now);
@@ -1018,6 +1049,8 @@ impl Core {
             self.sync_calls(now);
         }
         self.notify_touched();
+        #[cfg(debug_assertions)]
+        self.check_ready_index();
     }
 
     fn notify_touched(&mut self) {
@@ -1051,22 +1084,24 @@ impl Core {
                     conversation: Box::new(plain),
                 }));
         }
-        // Queue positions move for every web chat waiting in a changed queue.
+        // Queue rows and positions are told once per batch (`notify_queues`).
         let queues = std::mem::take(&mut self.batch.dirty_queues);
-        for q in &queues {
-            if let Some(rt) = self.org.queues.get(q) {
-                for (_, id) in &rt.waiting {
-                    if let Some(t) = self.work.conversations.get(id).and_then(|c| c.thread) {
-                        threads.insert(t);
-                    }
-                }
-                let qv = self.queue_view(rt);
-                self.batch
-                    .effects
-                    .push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
-            }
-        }
+        self.batch.batch_queues.extend(queues);
         for t in threads {
+            // A chat waiting in a queue learns its status and position with the queue's
+            // positions at the end of the batch.
+            self.work.sent_positions.remove(&t);
+            let waiting_in = self
+                .work
+                .threads
+                .get(&t)
+                .and_then(|th| self.work.conversations.get(&th.rec.current))
+                .filter(|c| c.status == Status::InQueue)
+                .map(|c| c.queue.clone());
+            if let Some(q) = waiting_in {
+                self.batch.batch_queues.insert(q);
+                continue;
+            }
             if let Some((status, position, agent_name)) = self.thread_status(t) {
                 self.batch.effects.push_back(Effect::Chat {
                     thread: t,
@@ -1117,6 +1152,46 @@ impl Core {
             if let Some(a) = self.org.agents.get_mut(&id) {
                 a.sent_caps = caps;
                 a.sent_banners = banners;
+            }
+        }
+    }
+
+    /// End of a batch: each changed queue's Dashboard row, and the new position of every web
+    /// chat waiting in it whose position moved — one ordered pass per queue and batch.
+    fn notify_queues(&mut self) {
+        for q in std::mem::take(&mut self.batch.batch_queues) {
+            let Some(rt) = self.org.queues.get(&q) else {
+                continue;
+            };
+            let mut moved = Vec::new();
+            for (i, (_, id)) in rt.waiting.iter().enumerate() {
+                let Some(t) = self.work.conversations.get(id).and_then(|c| c.thread) else {
+                    continue;
+                };
+                let position = i as u32 + 1;
+                let current = self
+                    .work
+                    .threads
+                    .get(&t)
+                    .is_some_and(|th| th.rec.current == *id);
+                if current && self.work.sent_positions.get(&t) != Some(&position) {
+                    moved.push((t, position));
+                }
+            }
+            let qv = self.queue_view(rt);
+            self.batch
+                .effects
+                .push_back(Effect::Dashboard(view::DashboardEvent::Queue { queue: qv }));
+            for (t, position) in moved {
+                self.work.sent_positions.insert(t, position);
+                self.batch.effects.push_back(Effect::Chat {
+                    thread: t,
+                    event: view::ChatEvent::Status {
+                        status: Status::InQueue,
+                        position: Some(position),
+                        agent_name: None,
+                    },
+                });
             }
         }
     }

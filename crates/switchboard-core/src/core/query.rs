@@ -81,19 +81,20 @@ impl Core {
                 disconnected_at: s.rec.disconnected_at,
                 deadline: s.rec.deadline,
             });
-        let cfg = self.policy.agents.iter().find(|c| c.id == a.rec.id);
-        let open = self
-            .work
-            .conversations
-            .values()
+        // Open work is what the agent holds: counted from its own index, not by a scan.
+        let open = a
+            .assigned
+            .iter()
+            .filter_map(|id| self.work.conversations.get(id))
             .filter(|c| c.agent.as_deref() == Some(a.rec.id.as_str()) && !c.status.is_closed())
             .count() as u32;
         AgentView {
             agent_id: a.rec.id.clone(),
-            name: cfg
-                .map(|c| c.name.clone())
-                .unwrap_or_else(|| a.rec.id.clone()),
-            queues: cfg.map(|c| c.queues.clone()).unwrap_or_default(),
+            name: match a.configured_queues {
+                Some(_) => a.name.clone(),
+                None => a.rec.id.clone(),
+            },
+            queues: a.configured_queues.clone().unwrap_or_default(),
             // Logged out is never "ready".
             presence: if session.is_some() {
                 a.rec.presence

@@ -10,6 +10,7 @@ use super::model::{
 use super::time::{Now, Timestamp};
 use super::{AgentRt, Core, QueueRt, Timer};
 use crate::policy::{Channel, RequeuePosition};
+use std::ops::Bound::{Excluded, Unbounded};
 use uuid::Uuid;
 
 impl Core {
@@ -41,7 +42,7 @@ impl Core {
     }
 
     /// Whether `agent` may be offered work on `channel` right now (ignoring queue membership).
-    fn eligible(&self, agent: &AgentRt, channel: Channel) -> bool {
+    pub(super) fn eligible(&self, agent: &AgentRt, channel: Channel) -> bool {
         agent.rec.presence == Presence::Ready
             && self.session_connected(agent)
             && self.load(agent, channel) < self.capacity(&agent.rec.id, channel)
@@ -49,59 +50,121 @@ impl Core {
     }
 
     /// Offers waiting work to eligible agents, queue by queue, oldest first, each to the
-    /// eligible member idle longest on that channel who has not declined it.
+    /// eligible member idle longest on that channel who has not declined it. The eligible
+    /// members come from the queue's `ready` index: O(log n) per offer.
     pub(super) fn allocate(&mut self, now: Now) {
         let queue_ids: Vec<String> = self
             .org
             .queues
             .iter()
-            .filter(|(_, q)| !q.waiting.is_empty())
+            .filter(|(_, q)| !q.waiting.is_empty() && !q.ready.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for qid in queue_ids {
-            let Some(q) = self.org.queues.get(&qid) else {
+            let mut after: Option<(i64, Uuid)> = None;
+            while let Some(q) = self.org.queues.get(&qid) {
+                if q.ready.is_empty() {
+                    break;
+                }
+                let next = match after {
+                    None => q.waiting.first(),
+                    Some(k) => q.waiting.range((Excluded(k), Unbounded)).next(),
+                };
+                let Some(&key) = next else {
+                    break;
+                };
+                after = Some(key);
+                let Some(c) = self.work.conversations.get(&key.1) else {
+                    continue;
+                };
+                let Some(agent) = q
+                    .ready
+                    .iter()
+                    .find(|(_, a)| !c.declined_by.contains(a))
+                    .map(|(_, a)| a.clone())
+                else {
+                    continue;
+                };
+                self.offer(now, key.1, &agent);
+                self.reindex(&agent);
+            }
+        }
+    }
+
+    /// Brings `agent`'s entries in the `ready` index up to date: on each channel it is
+    /// listed in its queues of that channel exactly while eligible, keyed by its idle-since
+    /// time on that channel.
+    pub(super) fn reindex(&mut self, agent: &str) {
+        let Some(a) = self.org.agents.get(agent) else {
+            return;
+        };
+        let mut want = [None; 3];
+        for channel in [Channel::Voice, Channel::Chat, Channel::Email] {
+            let i = channel_index(channel);
+            if self.eligible(a, channel) {
+                want[i] = Some(a.rec.idle_since[i]);
+            }
+        }
+        let had = a.indexed;
+        if want == had {
+            return;
+        }
+        let queues = a.queues.clone();
+        let id: AgentId = agent.to_string();
+        for q in &queues {
+            let Some(rt) = self.org.queues.get_mut(q) else {
                 continue;
             };
+            let i = channel_index(rt.cfg.channel);
+            if had[i] == want[i] {
+                continue;
+            }
+            if let Some(t) = had[i] {
+                rt.ready.remove(&(t, id.clone()));
+            }
+            if let Some(t) = want[i] {
+                rt.ready.insert((t, id.clone()));
+            }
+        }
+        if let Some(a) = self.org.agents.get_mut(agent) {
+            a.indexed = want;
+        }
+    }
+
+    /// Rebuilds the `ready` index from scratch (after a configuration change or a restore).
+    pub(super) fn rebuild_ready(&mut self) {
+        let org = &mut self.org;
+        for a in org.agents.values_mut() {
+            a.queues.clear();
+            a.indexed = [None; 3];
+        }
+        for (qid, q) in org.queues.iter_mut() {
+            q.ready.clear();
+            for m in &q.members {
+                if let Some(a) = org.agents.get_mut(m) {
+                    a.queues.push(qid.clone());
+                }
+            }
+        }
+        let ids: Vec<AgentId> = self.org.agents.keys().cloned().collect();
+        for id in ids {
+            self.reindex(&id);
+        }
+    }
+
+    /// Debug builds check the `ready` index against a full recomputation after every command.
+    #[cfg(debug_assertions)]
+    pub(super) fn check_ready_index(&self) {
+        for q in self.org.queues.values() {
             let channel = q.cfg.channel;
-            let mut candidates: Vec<(Timestamp, AgentId)> = q
+            let want: std::collections::BTreeSet<(Timestamp, AgentId)> = q
                 .members
                 .iter()
                 .filter_map(|m| self.org.agents.get(m))
                 .filter(|a| self.eligible(a, channel))
                 .map(|a| (a.rec.idle_since[channel_index(channel)], a.rec.id.clone()))
                 .collect();
-            if candidates.is_empty() {
-                continue;
-            }
-            candidates.sort();
-            let waiting: Vec<Uuid> = q.waiting.iter().map(|(_, id)| *id).collect();
-            for id in waiting {
-                if candidates.is_empty() {
-                    break;
-                }
-                let Some(c) = self.work.conversations.get(&id) else {
-                    continue;
-                };
-                let Some(pos) = candidates
-                    .iter()
-                    .position(|(_, a)| !c.declined_by.contains(a))
-                else {
-                    continue;
-                };
-                let agent = candidates[pos].1.clone();
-                self.offer(now, id, &agent);
-                let still = self
-                    .org
-                    .agents
-                    .get(&agent)
-                    .is_some_and(|a| self.eligible(a, channel));
-                if still {
-                    candidates[pos].0 = now.ts();
-                    candidates.sort();
-                } else {
-                    candidates.remove(pos);
-                }
-            }
+            assert_eq!(q.ready, want, "ready index of queue {}", q.cfg.id);
         }
     }
 

@@ -1334,3 +1334,226 @@ fn a_reply_shows_the_offer_the_same_command_made() {
         r => panic!("{r:?}"),
     }
 }
+
+/// A chat queue `big` with `n` members `m00`, `m01`, … (chat capacity 3).
+fn big_queue(n: usize) -> Policy {
+    let mut cfg = config();
+    cfg.queues.push(queue("big", Channel::Chat));
+    for i in 0..n {
+        cfg.agents.push(agent(&format!("m{i:02}"), &["big"]));
+    }
+    cfg
+}
+
+#[test]
+fn offers_go_to_the_longest_idle_eligible_member_among_many() {
+    let mut sim = Sim::with(big_queue(12));
+    let mut online = Vec::new();
+    for i in 0..12 {
+        online.push(sim.online(&format!("m{i:02}")));
+        sim.advance(1_000);
+    }
+    sim.ok(Command::SetPresence {
+        token: online[3].0,
+        presence: Presence::NotReady,
+    });
+    sim.detach(online[5].1);
+    let mut offered_to = Vec::new();
+    for k in 0..11 {
+        sim.advance(10);
+        let (c, _) = sim.chat("big", &format!("C{k}"));
+        offered_to.push(sim.conv(c).agent.expect("offered"));
+    }
+    assert_eq!(
+        offered_to,
+        [
+            "m00", "m01", "m02", "m04", "m06", "m07", "m08", "m09", "m10", "m11",
+            // An offer makes its agent the most recently busy one.
+            "m00",
+        ]
+    );
+    // Readiness changes move agents in and out without touching their idle time.
+    sim.ok(Command::SetPresence {
+        token: online[1].0,
+        presence: Presence::NotReady,
+    });
+    sim.ok(Command::SetPresence {
+        token: online[3].0,
+        presence: Presence::Ready,
+    });
+    sim.advance(10);
+    let (c, _) = sim.chat("big", "D");
+    assert_eq!(
+        sim.conv(c).agent.as_deref(),
+        Some("m03"),
+        "idle since login"
+    );
+    sim.advance(10);
+    let (c, _) = sim.chat("big", "E");
+    assert_eq!(
+        sim.conv(c).agent.as_deref(),
+        Some("m02"),
+        "m01 is not ready"
+    );
+}
+
+#[test]
+fn an_agent_who_declined_is_skipped_for_that_chat_only() {
+    let mut sim = Sim::with(big_queue(3));
+    let mut online = Vec::new();
+    for i in 0..3 {
+        online.push(sim.online(&format!("m{i:02}")));
+        sim.advance(1_000);
+    }
+    let (c, _) = sim.chat("big", "A");
+    assert_eq!(sim.conv(c).agent.as_deref(), Some("m00"));
+    sim.advance(10);
+    sim.ok(Command::Reject {
+        token: online[0].0,
+        conversation: c,
+    });
+    assert_eq!(
+        sim.conv(c).agent.as_deref(),
+        Some("m01"),
+        "next longest idle"
+    );
+    sim.advance(10);
+    let (d, _) = sim.chat("big", "B");
+    assert_eq!(
+        sim.conv(d).agent.as_deref(),
+        Some("m02"),
+        "idle since login"
+    );
+    sim.advance(10);
+    let (e, _) = sim.chat("big", "C");
+    assert_eq!(
+        sim.conv(e).agent.as_deref(),
+        Some("m00"),
+        "m00 may take others"
+    );
+}
+
+#[test]
+fn waiting_customers_are_told_their_position_only_when_it_moves() {
+    let mut sim = Sim::new();
+    let mut threads = Vec::new();
+    for name in ["A", "B", "C", "D"] {
+        let (c, _) = sim.chat("support", name);
+        threads.push(sim.conv(c).thread.expect("web chat thread"));
+    }
+    let positions = |sim: &Sim, t: Uuid| -> Vec<Option<u32>> {
+        sim.chat_frames(t)
+            .into_iter()
+            .filter_map(|e| match e {
+                ChatEvent::Status { position, .. } => Some(position),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(positions(&sim, threads[3]), [Some(4)]);
+    assert_eq!(
+        positions(&sim, threads[0]),
+        [Some(1)],
+        "later arrivals behind do not move the first"
+    );
+    sim.effects.clear();
+    sim.online("carol");
+    // carol takes three chats: the fourth moves to the front.
+    assert_eq!(positions(&sim, threads[3]), [Some(1)]);
+    assert_eq!(positions(&sim, threads[0]), [None], "offered: no position");
+}
+
+#[test]
+fn the_ready_index_follows_every_change_of_eligibility() {
+    // Debug builds compare the index with a full recomputation after every command
+    // (`check_ready_index`); this walks it through logins, losses, presence, offers,
+    // answers and endings, and checks that no chat waits while an eligible member who has
+    // not declined it exists.
+    let mut sim = Sim::with(big_queue(8));
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut sessions: Vec<Option<(TokenHash, u64)>> = vec![None; 8];
+    let mut chats = 0;
+    for _ in 0..400 {
+        let i = next(8);
+        let name = format!("m{i:02}");
+        match next(7) {
+            0 if sessions[i].is_none() && sim.next_token < 200 => {
+                sessions[i] = Some(sim.online(&name));
+            }
+            1 => {
+                if let Some((_, s)) = sessions[i] {
+                    sim.detach(s);
+                    let t = sessions[i].map(|(t, _)| t).expect("session");
+                    sessions[i] = Some((t, sim.attach(t)));
+                }
+            }
+            2 => {
+                if let Some((t, _)) = sessions[i] {
+                    let presence = if next(2) == 0 {
+                        Presence::Ready
+                    } else {
+                        Presence::NotReady
+                    };
+                    sim.ok(Command::SetPresence { token: t, presence });
+                }
+            }
+            3 if chats < 60 && sim.next_token < 250 => {
+                chats += 1;
+                sim.chat("big", &format!("C{chats}"));
+            }
+            4 | 5 => {
+                let Some((t, _)) = sessions[i] else { continue };
+                let mine: Vec<(Uuid, Status)> = sim
+                    .core
+                    .work
+                    .conversations
+                    .values()
+                    .filter(|c| c.agent.as_deref() == Some(name.as_str()))
+                    .map(|c| (c.id, c.status))
+                    .collect();
+                for (id, status) in mine {
+                    let conversation = id;
+                    let _ = match status {
+                        Status::Offered if next(3) == 0 => sim.cmd(Command::Reject {
+                            token: t,
+                            conversation,
+                        }),
+                        Status::Offered => sim.cmd(Command::Accept {
+                            token: t,
+                            conversation,
+                        }),
+                        Status::InProcess => sim.cmd(Command::End {
+                            token: t,
+                            conversation,
+                        }),
+                        Status::WrapUp => sim.cmd(Command::Complete {
+                            token: t,
+                            conversation,
+                        }),
+                        _ => continue,
+                    };
+                }
+            }
+            _ => sim.advance(500),
+        }
+        let core = &sim.core;
+        for q in core.org.queues.values() {
+            for (_, id) in &q.waiting {
+                let c = &core.work.conversations[id];
+                for m in &q.members {
+                    let a = &core.org.agents[m];
+                    assert!(
+                        !core.eligible(a, q.cfg.channel) || c.declined_by.contains(m),
+                        "{id} waits while {m} is eligible"
+                    );
+                }
+            }
+        }
+    }
+}
