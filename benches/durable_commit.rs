@@ -63,6 +63,7 @@ fn config() -> Config {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     }];
     cfg
 }

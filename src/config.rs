@@ -210,7 +210,18 @@ pub struct ResilienceConfig {
     pub heartbeat_interval: Duration,
     #[serde(with = "duration_str")]
     pub heartbeat_timeout: Duration,
+    /// The reconnecting prompt goes out only when the agent is still away this long after
+    /// the loss (docs/rescue.md#prompt-delay).
+    #[serde(with = "duration_str")]
+    pub reconnecting_prompt_delay: Duration,
+    /// Abrupt losses within `flap_window` that switch the agent to not ready (0 = off).
+    pub flap_limit: u32,
+    #[serde(with = "duration_str")]
+    pub flap_window: Duration,
 }
+
+/// The largest accepted `resilience.flap_limit`.
+pub const MAX_FLAP_LIMIT: u32 = 100;
 
 impl Default for ResilienceConfig {
     fn default() -> Self {
@@ -218,6 +229,9 @@ impl Default for ResilienceConfig {
             session_grace: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
+            reconnecting_prompt_delay: Duration::from_secs(10),
+            flap_limit: 3,
+            flap_window: Duration::from_secs(600),
         }
     }
 }
@@ -450,6 +464,9 @@ impl Config {
         Policy {
             resilience: ResiliencePolicy {
                 session_grace: self.resilience.session_grace,
+                reconnecting_prompt_delay: self.resilience.reconnecting_prompt_delay,
+                flap_limit: self.resilience.flap_limit,
+                flap_window: self.resilience.flap_window,
             },
             limits: LimitsPolicy {
                 max_message_chars: self.limits.max_message_chars,
@@ -637,6 +654,15 @@ impl Config {
                 format_duration(r.heartbeat_timeout),
                 format_duration(r.heartbeat_interval)
             ));
+        }
+        if r.flap_limit > MAX_FLAP_LIMIT {
+            v.push(format!(
+                "resilience.flap_limit ({}) must be at most {MAX_FLAP_LIMIT} (0 switches flap damping off)",
+                r.flap_limit
+            ));
+        }
+        if r.flap_limit > 0 {
+            v.positive_duration("resilience.flap_window", r.flap_window);
         }
     }
 
@@ -1007,6 +1033,7 @@ mod tests {
             session_lost_prompt: None,
             reconnecting_prompt: None,
             requeue_position: RequeuePosition::Original,
+            sticky_agent: std::time::Duration::ZERO,
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::core::model::{OutboxItem, TokenHash};
 use crate::core::view::{AgentSnapshot, ChatSnapshot, DashboardEvent};
-use crate::core::{Command, Core, Effect, Now, Rejection, Reply, Restored};
+use crate::core::{Command, Core, Effect, LossCause, Now, Rejection, Reply, Restored};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,6 +143,7 @@ enum Request {
     },
     Detach {
         socket: u64,
+        cause: LossCause,
     },
     /// Re-read the clock and fire what is due (after a manual clock moved).
     Tick,
@@ -234,9 +235,10 @@ impl Handle {
             .await??)
     }
 
-    /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss.
-    pub async fn detach(&self, socket: u64) {
-        let _ = self.tx.send(Request::Detach { socket }).await;
+    /// A socket closed (or went silent): unsubscribes it; for a panel this is connection loss,
+    /// and `cause` says whether the client closed it politely (docs/rescue.md#flap-damping).
+    pub async fn detach(&self, socket: u64, cause: LossCause) {
+        let _ = self.tx.send(Request::Detach { socket, cause }).await;
     }
 
     /// Moves a manual clock forward and lets the driver fire what became due; returns once
@@ -555,9 +557,11 @@ impl Driver {
                         let _ = reply.send(r);
                     }));
                 }
-                Request::Detach { socket } => {
+                Request::Detach { socket, cause } => {
                     if let Some(Sub::Panel(_)) = self.hub.remove(socket) {
-                        let _ = self.core.handle(now, Command::DetachPanel { socket });
+                        let _ = self
+                            .core
+                            .handle(now, Command::DetachPanel { socket, cause });
                         self.route_effects(&mut pending);
                     }
                 }
@@ -618,7 +622,15 @@ impl Driver {
             }
             if let Some(Sub::Panel(_)) = sub {
                 // Its writes and frames go with the next batch.
-                let _ = self.core.handle(now, Command::DetachPanel { socket });
+                // Full means too slow; gone means the socket went away without a word.
+                let cause = if why == crate::fanout::PushError::Full {
+                    LossCause::TooSlow
+                } else {
+                    LossCause::Dropped
+                };
+                let _ = self
+                    .core
+                    .handle(now, Command::DetachPanel { socket, cause });
             }
         }
         Ok(())

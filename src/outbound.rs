@@ -23,7 +23,8 @@ struct Payload<'a> {
     to: &'a str,
     subject: Option<&'a str>,
     text: &'a str,
-    agent: &'a str,
+    /// Null for a system message (a prompt).
+    agent: Option<&'a str>,
     attempt: u32,
 }
 
@@ -96,7 +97,7 @@ where
         to: &item.to,
         subject: item.subject.as_deref(),
         text: &item.text,
-        agent: &item.agent,
+        agent: Some(item.agent.as_str()).filter(|a| !a.is_empty()),
         attempt: item.attempts + 1,
     })
     .map_err(|e| e.to_string())?;

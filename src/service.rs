@@ -415,6 +415,7 @@ mod tests {
             session_lost_prompt: None,
             reconnecting_prompt: None,
             requeue_position: Default::default(),
+            sticky_agent: std::time::Duration::ZERO,
         }
     }
 

@@ -60,6 +60,7 @@ async fn world() -> World {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     });
     cfg.agents[0].queues.push("vip".into());
     cfg.limits.login_per_minute = 1000;

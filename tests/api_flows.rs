@@ -1065,3 +1065,86 @@ async fn supervisor_downloads_a_backup_that_opens_as_a_store() {
     assert_eq!(c.queue, "phones");
     assert!(!events.is_empty());
 }
+
+#[tokio::test]
+async fn a_supervisor_releases_an_agent_and_the_alert_lists_the_requeued_chat() {
+    let server = TestServer::start().await;
+    let alice = server.token("alice").await;
+    let sam = server.token("sam").await;
+    let panel = connect(&server, &alice).await;
+    let (_, chat) = server
+        .http
+        .post(
+            "/api/v1/chats",
+            None,
+            &json!({"queue": "support", "name": "Carla", "text": "hello"}),
+        )
+        .await;
+    let id = str_of(&chat, "conversation_id");
+    let (s, _) = post(
+        &server,
+        &format!("/api/v1/conversations/{id}/accept"),
+        &alice,
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = server.http.get("/api/v1/alerts", Some(&sam)).await;
+    assert_eq!((s, v), (200, json!([])));
+    let (s, v) = server.http.get("/api/v1/alerts", Some(&alice)).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")));
+    let (s, v) = post(&server, "/api/v1/agents/alice/release", &alice, json!({})).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+
+    let (s, v) = post(&server, "/api/v1/agents/alice/release", &sam, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    drop(panel);
+    let (s, v) = server
+        .http
+        .get(&format!("/api/v1/conversations/{id}"), Some(&sam))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "handled");
+    assert_eq!(v["disconnect_reason"], "AgentSessionLost");
+    let (_, alerts) = server.http.get("/api/v1/alerts", Some(&sam)).await;
+    assert_eq!(alerts[0]["kind"], "session_lost", "{alerts}");
+    assert_eq!(alerts[0]["agent"], "alice");
+    let requeued = alerts[0]["conversations"][0].as_str().unwrap().to_string();
+    assert_ne!(requeued, id);
+    let (s, v) = server.http.get("/api/v1/agent/state", Some(&alice)).await;
+    assert_eq!(s, 401, "the released session's token is revoked: {v}");
+
+    let (s, v) = post(&server, "/api/v1/agents/alice/release", &sam, json!({})).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("invalid_state")),
+        "{v}"
+    );
+    let (s, _) = post(&server, "/api/v1/agents/nobody/release", &sam, json!({})).await;
+    assert_eq!(s, 404);
+
+    // The search walks back page by page with `before`.
+    let (_, first) = server
+        .http
+        .get("/api/v1/conversations?limit=1", Some(&sam))
+        .await;
+    assert_eq!(first[0]["id"].as_str(), Some(requeued.as_str()));
+    let (_, next) = server
+        .http
+        .get(
+            &format!("/api/v1/conversations?limit=1&before={requeued}"),
+            Some(&sam),
+        )
+        .await;
+    assert_eq!(next[0]["id"].as_str(), Some(id.as_str()));
+    let (_, last) = server
+        .http
+        .get(&format!("/api/v1/conversations?before={id}"), Some(&sam))
+        .await;
+    assert_eq!(last, json!([]));
+    let (s, v) = server
+        .http
+        .get("/api/v1/conversations?before=yesterday", Some(&sam))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")));
+}

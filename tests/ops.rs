@@ -223,6 +223,7 @@ fn queue(id: &str) -> QueueConfig {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     }
 }
 

@@ -252,6 +252,7 @@ fn queue(id: &str, name: &str, channel: Channel) -> QueueConfig {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     }
 }
 

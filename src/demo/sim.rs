@@ -9,7 +9,7 @@ use super::sink::Delivered;
 use super::text::{self, Person, Topic};
 use crate::core::model::{DisconnectReason, Medium, Metadata, Presence, Role, Status, TokenHash};
 use crate::core::view::{AgentSnapshot, ConversationView};
-use crate::core::{Command, Rejection, Reply};
+use crate::core::{Command, LossCause, Rejection, Reply};
 use crate::driver::{CallError, FrameRx, Handle, Outgoing};
 use crate::http::extract::{new_token, token_hash};
 use rand::rngs::StdRng;
@@ -534,7 +534,7 @@ impl Agent {
 
     async fn detach(&mut self) {
         if let Some((socket, _)) = self.panel.take() {
-            self.ctx.handle.detach(socket).await;
+            self.ctx.handle.detach(socket, LossCause::Dropped).await;
         }
     }
 
@@ -1383,6 +1383,6 @@ async fn webchat_customer(ctx: Ctx, mut rng: StdRng) {
         }
     }
     if !ctx.stopped() {
-        ctx.handle.detach(socket).await;
+        ctx.handle.detach(socket, LossCause::Closed).await;
     }
 }

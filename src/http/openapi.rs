@@ -30,6 +30,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/groups/{group_id}"),
     ("GET", "/api/v1/conversations"),
     ("GET", "/api/v1/agents"),
+    ("POST", "/api/v1/agents/{agent_id}/release"),
+    ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/queues"),
     ("GET", "/api/v1/dashboard/ws"),
     ("POST", "/api/v1/chats"),
@@ -440,7 +442,8 @@ fn paths() -> Value {
                     { "name": "queue", "in": "query", "schema": { "type": "string" } },
                     { "name": "agent", "in": "query", "description": "The conversation's current agent.", "schema": { "type": "string" } },
                     { "name": "channel", "in": "query", "schema": schema_ref("Channel") },
-                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 100 } }
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 100 } },
+                    { "name": "before", "in": "query", "description": "A conversation id: only older conversations (the next page; pass the last id of a page).", "schema": { "type": "string", "format": "uuid" } }
                 ],
                 "responses": {
                     "200": { "description": "Matches, newest first.", "content": json_content(array_of("Conversation")) },
@@ -458,6 +461,21 @@ fn paths() -> Value {
             Auth::Session, None, (200, "Every configured agent.", Some(array_of("Agent"))), &[401, 403, 503]) }),
         ),
         (
+            "/api/v1/agents/{agent_id}/release",
+            json!({
+                "parameters": [path_param("agent_id", "Agent id.", false)],
+                "post": op("supervisor", "releaseAgent", "Release an agent (supervisor)",
+                    "Ends the agent's session at once, as if its grace period had just run out: chats are requeued keeping their arrival time (`AgentSessionLost`), wrap-ups completed, drafts dropped; emails stay. 409 `invalid_state` if the agent has no session.",
+                    Auth::Session, None, (200, "Released.", okay()), &[401, 403, 404, 409, 503])
+            }),
+        ),
+        (
+            "/api/v1/alerts",
+            json!({ "get": op("supervisor", "alerts", "Standing alerts (supervisor)",
+            "The supervisor alerts that still hold, oldest first: `agent_in_grace`, `connection_unstable`, `session_lost`. The Dashboard stream sends `alert` and `alert_cleared` frames as they change.",
+            Auth::Session, None, (200, "The standing alerts.", Some(array_of("Alert"))), &[401, 403, 503]) }),
+        ),
+        (
             "/api/v1/queues",
             json!({ "get": op("supervisor", "queues", "Queues (supervisor)",
             "Each queue: channel, waiting count, oldest arrival.",
@@ -469,7 +487,7 @@ fn paths() -> Value {
                 "supervisor",
                 "dashboardSocket",
                 "The Dashboard WebSocket",
-                "Supervisors. First frame `{\"type\":\"snapshot\",\"agents\":[Agent],\"queues\":[Queue]}`, then `{\"type\":\"agent\",\"agent\":Agent}`, `{\"type\":\"queue\",\"queue\":Queue}` and `{\"type\":\"conversation\",\"conversation\":Conversation}` on every change."
+                "Supervisors. First frame `{\"type\":\"snapshot\",\"agents\":[Agent],\"queues\":[Queue],\"alerts\":[Alert]}`, then `{\"type\":\"agent\",\"agent\":Agent}`, `{\"type\":\"queue\",\"queue\":Queue}` and `{\"type\":\"conversation\",\"conversation\":Conversation}` on every change, `{\"type\":\"alert\",\"alert\":Alert}` when an alert is raised and `{\"type\":\"alert_cleared\",\"id\":…}` when it no longer holds."
             )),
         ),
         (
@@ -835,6 +853,21 @@ fn schemas() -> Value {
                         "properties": { "registered": { "type": "boolean" }, "expires_at": nullable(timestamp()) }
                     },
                     "open_conversations": { "type": "integer", "minimum": 0 }
+                }
+            }),
+        ),
+        (
+            "Alert",
+            json!({
+                "type": "object",
+                "required": ["id", "kind", "agent", "at", "text", "conversations"],
+                "properties": {
+                    "id": { "type": "string", "format": "uuid" },
+                    "kind": { "type": "string", "enum": ["agent_in_grace", "connection_unstable", "session_lost"] },
+                    "agent": { "type": "string" },
+                    "at": timestamp(),
+                    "text": { "type": "string" },
+                    "conversations": { "type": "array", "items": { "type": "string", "format": "uuid" } }
                 }
             }),
         ),

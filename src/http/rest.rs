@@ -56,6 +56,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/groups/{group_id}", get(supervisor::group))
         .route("/api/v1/conversations", get(supervisor::search))
         .route("/api/v1/agents", get(supervisor::agents))
+        .route(
+            "/api/v1/agents/{agent_id}/release",
+            post(supervisor::release),
+        )
+        .route("/api/v1/alerts", get(supervisor::alerts))
         .route("/api/v1/queues", get(supervisor::queues))
         .route("/api/v1/chats", post(customer::start))
         .route("/api/v1/chat", get(customer::state))
@@ -176,6 +181,7 @@ pub fn respond(status: StatusCode, reply: Reply) -> Response {
         Reply::Snapshot(s) => (status, Json(s)).into_response(),
         Reply::Agents(v) => (status, Json(v)).into_response(),
         Reply::Queues(v) => (status, Json(v)).into_response(),
+        Reply::Alerts(v) => (status, Json(v)).into_response(),
         Reply::Chat(s) => (status, Json(s)).into_response(),
         Reply::ChatStarted {
             conversation_id,

@@ -112,6 +112,8 @@ pub struct SearchQuery {
     /// Matches the conversation's current `agent` field.
     pub agent: Option<String>,
     pub channel: Option<Channel>,
+    /// Only conversations older than this one (ids sort by creation): the next page.
+    pub before: Option<Uuid>,
     /// At most this many results; capped at [`SearchQuery::MAX_LIMIT`]; `0` finds nothing.
     pub limit: usize,
 }
@@ -138,6 +140,7 @@ impl Default for SearchQuery {
             queue: None,
             agent: None,
             channel: None,
+            before: None,
             limit: Self::DEFAULT_LIMIT,
         }
     }

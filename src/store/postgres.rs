@@ -714,6 +714,11 @@ impl PostgresStore {
             params.push(v);
             sql.push_str(&format!(" AND channel = ${}", params.len()));
         }
+        // UUIDs compare bytewise, which is creation order for these ids.
+        if let Some(v) = &q.before {
+            params.push(v);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
         params.push(&limit);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
         self.with_reader(|conn| {

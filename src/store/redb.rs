@@ -225,8 +225,10 @@ impl RedbStore {
         }
         let txn = self.db.begin_read()?;
         let conversations = txn.open_table(CONVERSATIONS)?;
+        // Ids sort in creation order: `before` is the upper end of the key range.
+        let below = q.before.map_or(u128::MAX, |b| b.as_u128());
         if q.status.is_some_and(|s| !s.is_closed()) {
-            for entry in txn.open_table(OPEN_CONVERSATIONS)?.iter()?.rev() {
+            for entry in txn.open_table(OPEN_CONVERSATIONS)?.range(..below)?.rev() {
                 let key = entry?.0.value();
                 let c = get_conversation(&conversations, key)?
                     .ok_or_else(|| dangling("open_conversations", "conversations", uuid(key)))?;
@@ -238,7 +240,7 @@ impl RedbStore {
                 }
             }
         } else {
-            for entry in conversations.iter()?.rev() {
+            for entry in conversations.range(..below)?.rev() {
                 let (k, v) = entry?;
                 let c: Conversation = decode("conversations", || uuid(k.value()), v.value())?;
                 if q.matches(&c) {

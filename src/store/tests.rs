@@ -453,6 +453,41 @@ fn search_filters_and_lists_newest_first(open: &dyn Fn() -> Store) {
     );
 }
 
+fn search_pages_with_before_walk_all_history_newest_first(open: &dyn Fn() -> Store) {
+    let store = open();
+    let writes: Vec<Write> = (1..=5u128)
+        .map(|n| {
+            let status = if n == 4 {
+                Status::InQueue
+            } else {
+                Status::Handled
+            };
+            put(&conversation(n, n, status))
+        })
+        .collect();
+    store.apply(&writes).unwrap();
+    let page = |before: Option<Uuid>, status: Option<Status>| -> Vec<Uuid> {
+        store
+            .search(&SearchQuery {
+                before,
+                status,
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(page(None, None), vec![id(5), id(4)]);
+    assert_eq!(page(Some(id(4)), None), vec![id(3), id(2)]);
+    assert_eq!(page(Some(id(2)), None), vec![id(1)]);
+    assert_eq!(page(Some(id(1)), None), Vec::<Uuid>::new());
+    // Filters apply to the page after the cursor, open work included.
+    assert_eq!(page(Some(id(5)), Some(Status::InQueue)), vec![id(4)]);
+    assert_eq!(page(Some(id(4)), Some(Status::InQueue)), Vec::<Uuid>::new());
+}
+
 fn search_limit_is_capped(open: &dyn Fn() -> Store) {
     let store = open();
     let writes: Vec<Write> = (1..=1005u128)
@@ -739,6 +774,7 @@ fn chat_config() -> Config {
         session_lost_prompt: Some("You will be connected to another agent.".into()),
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     });
     cfg.agents.push(AgentConfig {
         id: "alice".into(),
@@ -845,7 +881,14 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch(open: &dyn Fn() -
     store = commit_and_reopen(store, &mut core, open);
 
     let t5 = t0.plus_ms(5_000);
-    core.handle(t5, Command::DetachPanel { socket: 1 }).unwrap();
+    core.handle(
+        t5,
+        Command::DetachPanel {
+            socket: 1,
+            cause: crate::core::LossCause::Closed,
+        },
+    )
+    .unwrap();
     store = commit_and_reopen(store, &mut core, open);
 
     // During the grace period the chat stays with the agent and the draft is kept.
@@ -862,6 +905,11 @@ fn chat_requeued_after_grace_survives_reopen_after_every_batch(open: &dyn Fn() -
         Some(t5.ts().plus(cfg.resilience.session_grace))
     );
 
+    // The reconnecting prompt's delay passes first; then the deadline.
+    let prompt_at = t5.plus_ms(cfg.resilience.reconnecting_prompt_delay.as_millis() as u64);
+    assert_eq!(core.poll_timeout(), Some(prompt_at.mono));
+    core.handle_timeout(prompt_at);
+    store = commit_and_reopen(store, &mut core, open);
     let deadline = t5.plus_ms(grace);
     assert_eq!(core.poll_timeout(), Some(deadline.mono));
     core.handle_timeout(deadline);
@@ -1026,6 +1074,7 @@ on_both_backends!(
     outbox_done_deletes_the_item_and_events_replace_by_sequence,
     search_filters_and_lists_newest_first,
     search_limit_is_capped,
+    search_pages_with_before_walk_all_history_newest_first,
     group_lists_oldest_first_and_knows_who_worked_in_it,
     export_writes_one_json_object_per_conversation_with_its_events,
     chat_requeued_after_grace_survives_reopen_after_every_batch,

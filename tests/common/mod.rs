@@ -58,12 +58,14 @@ fn queue(id: &str, channel: Channel) -> QueueConfig {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     }
 }
 
 /// The test configuration: queues `support` (chat, with both prompts), `phones` (voice),
 /// `mail` (email); agents `alice` and `bob` in all three, `carol` in `support` only;
-/// supervisor `sam`; one API key ([`API_KEY`]). Grace 60 s, heartbeat 5 s / 15 s.
+/// supervisor `sam`; one API key ([`API_KEY`]). Grace 60 s, heartbeat 5 s / 15 s, reconnecting
+/// prompt at the loss.
 pub fn test_config() -> Config {
     let mut cfg = Config::default();
     let mut support = queue("support", Channel::Chat);
@@ -71,6 +73,8 @@ pub fn test_config() -> Config {
         "Sorry for the wait: your agent was disconnected. You keep your place in the queue.".into(),
     );
     support.reconnecting_prompt = Some("Your agent is reconnecting…".into());
+    // Stories see the reconnecting prompt at the loss; the delay has its own tests.
+    cfg.resilience.reconnecting_prompt_delay = Duration::ZERO;
     cfg.queues = vec![
         support,
         queue("phones", Channel::Voice),

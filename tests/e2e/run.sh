@@ -71,6 +71,8 @@ data_dir = "$work/data"
 
 [resilience]
 session_grace = "${grace_s}s"
+# Short enough that a loss outlasting it (but not the grace) prompts the customer.
+reconnecting_prompt_delay = "2s"
 
 [sip]
 listen = "127.0.0.1:$sip_port"
@@ -102,6 +104,13 @@ channel = "chat"
 id = "billing"
 name = "Billing"
 channel = "chat"
+
+[[queues]]
+id = "returns"
+name = "Returns"
+channel = "chat"
+reconnecting_prompt = "Your agent is reconnecting, please stay with us."
+session_lost_prompt = "Sorry for the wait: your agent was disconnected. You keep your place in the queue."
 
 [[queues]]
 id = "phones"
@@ -142,6 +151,20 @@ name = "Erin"
 password_hash = "$(pw_hash erin-e2e-pw)"
 sip_password = "erin-sip-secret"
 queues = ["billing"]
+
+[[agents]]
+id = "frank"
+name = "Frank"
+password_hash = "$(pw_hash frank-e2e-pw)"
+sip_password = "frank-sip-secret"
+queues = ["returns"]
+
+[[agents]]
+id = "gina"
+name = "Gina"
+password_hash = "$(pw_hash gina-e2e-pw)"
+sip_password = "gina-sip-secret"
+queues = ["returns"]
 
 [[supervisors]]
 id = "sam"

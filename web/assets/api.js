@@ -195,6 +195,29 @@ export class LiveSocket {
     return false;
   }
 
+  /**
+   * Ping every `pingMs` and declare the link dead after `staleMs` without any frame: set
+   * from the server's heartbeat so a dead link is noticed within its heartbeat_timeout.
+   */
+  setHeartbeat(pingMs, staleMs) {
+    if (!(pingMs > 0) || !(staleMs > 0)) return;
+    this.pingMs = pingMs;
+    this.staleMs = staleMs;
+    if (this.pingTimer) {
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.tick(), this.pingMs);
+    }
+  }
+
+  /** The link is known to be dead (the browser went offline): give it up now. */
+  drop(reason) {
+    const ws = this.ws;
+    if (!ws || this.stopped) return;
+    detach(ws);
+    try { ws.close(4000, reason); } catch { /* ignore */ }
+    this.lost(1006, reason);
+  }
+
   /** Reconnect now instead of waiting for the backoff timer. */
   retryNow() {
     if (this.stopped || this.ws) return;

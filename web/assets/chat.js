@@ -12,6 +12,7 @@
 //   created:
 //     queue-position (data-position; "You are number N in the queue"),
 //     agent-name ("You are chatting with Alice"), chat-ended ("The chat has ended"),
+//     agent-reconnecting ("Your agent is reconnecting…", while the agent's connection is lost),
 //     message (data-from: customer|agent|system, data-message-id; class "pending" until stored),
 //     chat-notice (transcript notes such as "Alice joined the chat")
 
@@ -46,6 +47,8 @@ const el = {
 let chat = null; // {token, conversation_id, group_id, name}
 let status = null;
 let position = null;
+/** The server said the agent has been disconnected for a while (their grace period). */
+let agentAway = false;
 let agentName = null;
 let sock = null;
 const shownIds = new Set();
@@ -108,6 +111,10 @@ function renderStatus() {
   let tone = 'tone-gray';
   if (ended) {
     node = h('span', { testid: 'chat-ended' }, 'The chat has ended. Thank you for contacting us.');
+  } else if (status === 'in_process' && agentAway) {
+    tone = 'tone-amber';
+    node = h('span', { testid: 'agent-reconnecting' },
+      `Your agent${agentName ? `, ${agentName},` : ''} is reconnecting… Please stay here: your messages are kept.`);
   } else if (status === 'in_process') {
     tone = 'tone-green';
     node = agentName
@@ -181,6 +188,7 @@ function applyStatus(s, pos, agent, announce) {
   const prevStatus = status;
   const prevAgent = agentName;
   status = s ?? status;
+  if (status !== 'in_process') agentAway = false;
   position = pos === undefined ? position : pos;
   agentName = agent === undefined ? agentName : agent;
   if (announce) {
@@ -200,6 +208,7 @@ function applyStatus(s, pos, agent, announce) {
 
 function applySnapshot(snap, announce) {
   const stick = nearBottom() || shownIds.size === 0;
+  agentAway = snap.agent_reconnecting === true;
   applyStatus(snap.status, snap.position ?? null, snap.agent_name ?? null, announce);
   for (const m of Array.isArray(snap.messages) ? snap.messages : []) addMessage(m);
   if (stick) scrollDown();
@@ -239,6 +248,10 @@ function connect() {
           break;
         case 'status':
           applyStatus(msg.status, msg.position ?? null, msg.agent_name ?? null, true);
+          break;
+        case 'agent_connection':
+          agentAway = msg.state === 'reconnecting';
+          renderStatus();
           break;
         default:
           break;

@@ -12,7 +12,11 @@
 //     search-section, search-form, search-status, search-queue, search-agent, search-channel,
 //     search-limit, search-submit, search-results, search-count, search-empty,
 //     details-pane, details-empty
-//   agents summary: summary-connected, summary-grace, summary-ready, summary-sip (data-count)
+//   alert strip (shown while alerts stand): alert-strip, alerts-count, and per alert
+//     alert-<id> (data-kind: agent_in_grace|connection_unstable|session_lost, data-agent),
+//     alert-text, alert-time, alert-conversation (links), alert-release (agent_in_grace)
+//   agents summary: summary-connected, summary-grace, summary-ready (connected and ready),
+//     summary-sip (data-count)
 //   agents table: agent-<agent_id> (row; data-session-state), and inside it:
 //     agent-name, session-state (data-state), grace-countdown (disconnected sessions: deadline - now),
 //     agent-presence (data-presence), agent-capabilities, sip-status (data-registered), sip-expiry,
@@ -61,6 +65,7 @@ const AGENT_FAULT = new Set(['AgentConnectionLost', 'SipRegistrationLost', 'Agen
 const OPEN = new Set(['in_queue', 'offered', 'in_process', 'wrap_up']);
 
 const agents = new Map(); // agent_id → agent
+const alerts = new Map(); // alert id → alert
 const queues = new Map(); // id → queue
 const agentRows = new Map();
 const queueRows = new Map();
@@ -89,6 +94,9 @@ const el = {
   sideContent: document.getElementById('side-content'),
   queueOptions: document.getElementById('queue-options'),
   agentOptions: document.getElementById('agent-options'),
+  alerts: document.getElementById('alerts'),
+  alertsList: document.getElementById('alerts-list'),
+  alertsCount: document.getElementById('alerts-count'),
 };
 
 setText(el.supervisorId, (stored && (stored.username || stored.agent_id)) || 'supervisor');
@@ -180,9 +188,9 @@ function sessionCell(a) {
   const td = h('td', { class: 'nowrap' },
     h('span', { class: `pill ${tone}`, testid: 'session-state', dataset: { state: s.state || '' } }, label));
   if (s.state === 'disconnected' && s.deadline) {
-    td.appendChild(document.createTextNode(' '));
+    // On its own line, so the countdown never widens the table.
     td.appendChild(h('span', {
-      class: 'small', title: `Disconnected at ${fmtTimeMs(s.disconnected_at)}; the session ends at ${fmtTimeMs(s.deadline)} unless the agent returns`,
+      class: 'sub', title: `Disconnected at ${fmtTimeMs(s.disconnected_at)}; the session ends at ${fmtTimeMs(s.deadline)} unless the agent returns`,
     }, 'grace ', countdown(s.deadline, { testid: 'grace-countdown', class: 'grace' })));
   }
   return td;
@@ -264,7 +272,8 @@ function renderAgentSummary() {
   el.agentsSummary.replaceChildren(
     pill('tone-green', count((a) => a.session && a.session.state === 'connected'), 'connected', 'summary-connected'),
     pill('tone-amber', count((a) => a.session && a.session.state === 'disconnected'), 'in grace', 'summary-grace'),
-    pill('tone-blue', count((a) => a.session && a.presence === 'ready'), 'ready', 'summary-ready'),
+    // Ready = can be offered work now: a disconnected agent is not, whatever their presence.
+    pill('tone-blue', count((a) => a.session && a.session.state === 'connected' && a.presence === 'ready'), 'ready', 'summary-ready'),
     pill('tone-gray', count((a) => a.sip && a.sip.registered), 'SIP registered', 'summary-sip'),
   );
   el.agentsEmpty.hidden = list.length > 0;
@@ -638,6 +647,57 @@ function groupView(g, gid) {
 window.addEventListener('hashchange', () => renderSide(true));
 
 // ---------------------------------------------------------------------------
+// Alerts
+
+const ALERT_TONE = { agent_in_grace: 'tone-amber', connection_unstable: 'tone-amber', session_lost: 'tone-red' };
+const ALERT_LABEL = { agent_in_grace: 'In grace', connection_unstable: 'Unstable', session_lost: 'Session lost' };
+
+function renderAlerts() {
+  const list = [...alerts.values()].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  el.alertsList.replaceChildren(...list.map(alertRow));
+  setText(el.alertsCount, String(list.length));
+  el.alerts.hidden = list.length === 0;
+}
+
+function alertRow(a) {
+  const convs = Array.isArray(a.conversations) ? a.conversations : [];
+  const release = a.kind === 'agent_in_grace'
+    ? h('button', {
+      type: 'button', class: 'btn btn-sm btn-danger', testid: 'alert-release',
+      title: `End ${a.agent}'s session now: their chats go back to the queue keeping their place`,
+      onclick: (e) => releaseAgent(a.agent, e.currentTarget),
+    }, 'Release now')
+    : null;
+  return h('li', { class: 'alert-item', testid: `alert-${a.id}`, dataset: { kind: a.kind, agent: a.agent } },
+    h('span', { class: `pill ${ALERT_TONE[a.kind] || 'tone-gray'}` }, ALERT_LABEL[a.kind] || humanize(a.kind)),
+    h('span', { class: 'alert-text', testid: 'alert-text' }, a.text || humanize(a.kind)),
+    h('span', { class: 'small muted nowrap', testid: 'alert-time' }, fmtTime(a.at)),
+    convs.length
+      ? h('span', { class: 'alert-convs' }, ...convs.map((id) => h('a', {
+        href: `#conversation/${id}`, class: 'mono small', testid: 'alert-conversation', title: id,
+      }, `…${shortId(id)}`)))
+      : null,
+    release);
+}
+
+async function releaseAgent(agentId, btn) {
+  if (btn) btn.disabled = true;
+  try {
+    await api('POST', `/agents/${enc(agentId)}/release`, { token });
+    notify(`Released ${agentId}: their chats are back in the queue, keeping their place.`, 'info');
+  } catch (e) {
+    if (btn) btn.disabled = false;
+    failed(e);
+  }
+}
+
+function replaceAlerts(list) {
+  alerts.clear();
+  for (const a of list) if (a && a.id) alerts.set(a.id, a);
+  renderAlerts();
+}
+
+// ---------------------------------------------------------------------------
 // Live stream
 
 function setLive(s) {
@@ -671,6 +731,16 @@ const sock = new LiveSocket({
       case 'snapshot':
         if (Array.isArray(msg.agents)) replaceAgents(msg.agents);
         if (Array.isArray(msg.queues)) replaceQueues(msg.queues);
+        if (Array.isArray(msg.alerts)) replaceAlerts(msg.alerts);
+        break;
+      case 'alert':
+        if (msg.alert && msg.alert.id) {
+          alerts.set(msg.alert.id, msg.alert);
+          renderAlerts();
+        }
+        break;
+      case 'alert_cleared':
+        if (alerts.delete(msg.id)) renderAlerts();
         break;
       case 'agent':
         upsertAgent(msg.agent);
@@ -711,9 +781,10 @@ async function init() {
   startClocks();
   renderSide(true);
   try {
-    const [agentList, queueList] = await Promise.all([get('/agents'), get('/queues')]);
+    const [agentList, queueList, alertList] = await Promise.all([get('/agents'), get('/queues'), get('/alerts')]);
     replaceAgents(Array.isArray(agentList) ? agentList : []);
     replaceQueues(Array.isArray(queueList) ? queueList : []);
+    replaceAlerts(Array.isArray(alertList) ? alertList : []);
   } catch (e) {
     if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       sessionOver(e.status === 401 ? 'expired' : undefined);

@@ -162,7 +162,8 @@ function renderTop() {
   el.presence.dataset.presence = state.presence || '';
   for (const b of el.presence.querySelectorAll('button')) {
     b.setAttribute('aria-pressed', String(b.dataset.value === state.presence));
-    b.disabled = state.link === 'ended';
+    // Presence changes need the server: only while the link is up.
+    b.disabled = state.link !== 'up';
   }
   for (const [ch, node] of Object.entries(el.caps)) {
     const on = !!state.capabilities[ch];
@@ -464,7 +465,13 @@ class ConvView {
     const isVoice = c.channel === 'voice';
     const voiceOff = isVoice && !state.capabilities.voice;
     const noVoiceTitle = voiceOff ? 'Voice is unavailable: no live phone (SIP) registration' : '';
-    const busy = this.busy === true;
+    // While the link is down nothing the agent does could reach the server: every action
+    // waits for the reconnection (typing and drafts go on and sync when it is back).
+    const offline = state.link !== 'up';
+    const busy = this.busy === true || offline;
+    this.sendBtn.disabled = offline;
+    this.saveBtn.disabled = offline;
+    this.root.classList.toggle('link-down', offline);
 
     this.acceptBtn.disabled = busy || voiceOff;
     this.acceptBtn.title = noVoiceTitle;
@@ -876,6 +883,12 @@ function applySnapshot(snap) {
 function onFrame(msg) {
   switch (msg.type) {
     case 'snapshot':
+      if (msg.heartbeat && msg.heartbeat.timeout_ms > 0) {
+        // Ping often enough, and give up soon enough, to notice a dead link within the
+        // server's own heartbeat_timeout (the page cannot see WebSocket pings).
+        const t = msg.heartbeat.timeout_ms;
+        sock.setHeartbeat(Math.max(500, Math.min(msg.heartbeat.interval_ms || t, t / 4)), t / 2);
+      }
       applySnapshot(msg);
       break;
     case 'conversation':
@@ -1086,14 +1099,17 @@ pickForm.addEventListener('submit', (e) => {
 
 const sock = new LiveSocket({
   url: () => wsUrl('/agent/ws', me.token),
-  pingMs: 10000,
-  staleMs: 30000,
+  // Until the server's snapshot says otherwise (its heartbeat), ping often enough to notice
+  // a dead link within the default heartbeat_timeout (15 s).
+  pingMs: 3000,
+  staleMs: 9000,
   probe: tokenProbe('/agent/state', () => me.token),
   onMessage: onFrame,
   onUp: () => {
     state.link = 'up';
     renderTop();
     renderBanners();
+    for (const v of views.values()) v.updateControls();
   },
   onDown: ({ code }) => {
     if (state.link === 'ended') return;
@@ -1113,6 +1129,8 @@ const sock = new LiveSocket({
   },
 });
 
+// The browser knows before any timer that the network is gone: the panel says so at once.
+window.addEventListener('offline', () => sock.drop('offline'));
 window.addEventListener('online', () => sock.retryNow());
 window.addEventListener('pagehide', () => {
   for (const v of views.values()) v.flushOnExit();

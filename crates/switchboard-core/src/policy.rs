@@ -93,16 +93,25 @@ impl Cidr {
     }
 }
 
-/// How long a disconnected agent's session is kept.
+/// How long a disconnected agent's session is kept, when its customers hear about it, and
+/// when a connection that keeps failing takes the agent out of routing (docs/rescue.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResiliencePolicy {
     pub session_grace: Duration,
+    /// The reconnecting prompt (and the `agent_in_grace` alert) wait this long after a loss.
+    pub reconnecting_prompt_delay: Duration,
+    /// Abrupt losses within `flap_window` that switch the agent to `not_ready`; 0 = off.
+    pub flap_limit: u32,
+    pub flap_window: Duration,
 }
 
 impl Default for ResiliencePolicy {
     fn default() -> Self {
         Self {
             session_grace: Duration::from_secs(60),
+            reconnecting_prompt_delay: Duration::from_secs(10),
+            flap_limit: 3,
+            flap_window: Duration::from_secs(600),
         }
     }
 }
@@ -247,6 +256,10 @@ pub struct QueueConfig {
     pub reconnecting_prompt: Option<String>,
     #[serde(default)]
     pub requeue_position: RequeuePosition,
+    /// How long a chat requeued for `AgentSessionLost` is reserved for its previous agent
+    /// (zero: not at all).
+    #[serde(default, with = "crate::duration::duration_str")]
+    pub sticky_agent: Duration,
 }
 
 impl QueueConfig {

@@ -4,7 +4,7 @@
 //! principal.
 
 use super::agent::TargetBody;
-use super::{Body, IdPath, ok};
+use super::{Body, IdPath, QueuePath, ok};
 use crate::config::Channel;
 use crate::core::access::HistoryReader;
 use crate::core::model::{Conversation, Status};
@@ -142,6 +142,11 @@ fn search_query(raw: Option<&str>) -> ApiResult<SearchQuery> {
                 );
             }
             "queue" => q.queue = Some(v),
+            "before" => {
+                q.before = Some(uuid::Uuid::parse_str(&v).map_err(|_| {
+                    ApiError::invalid(format!("before {v:?} is not a conversation id"))
+                })?);
+            }
             "agent" => q.agent = Some(v),
             "limit" => {
                 let n: usize = v.parse().map_err(|_| {
@@ -151,7 +156,7 @@ fn search_query(raw: Option<&str>) -> ApiResult<SearchQuery> {
             }
             other => {
                 return Err(ApiError::invalid(format!(
-                    "unknown search parameter {other:?} (status, queue, agent, channel, limit)"
+                    "unknown search parameter {other:?} (status, queue, agent, channel, limit, before)"
                 )));
             }
         }
@@ -192,8 +197,9 @@ fn query_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
         .collect()
 }
 
-/// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit= — supervisors search
-/// every stored conversation, newest first (`limit` default 100, at most 1000).
+/// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit=&before= — supervisors
+/// search every stored conversation, newest first (`limit` default 100, at most 1000);
+/// `before=<id>` gives the page of older ones (docs/rescue.md#search-pages).
 pub async fn search(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -209,6 +215,24 @@ pub async fn search(
 /// GET /api/v1/agents — every agent: session, presence, capabilities, SIP, open work.
 pub async fn agents(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Agents { token }).await?))
+}
+
+/// GET /api/v1/alerts — the standing supervisor alerts, oldest first (docs/rescue.md#alerts).
+pub async fn alerts(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
+    Ok(ok(state.handle.call(Command::Alerts { token }).await?))
+}
+
+/// POST /api/v1/agents/{agent_id}/release — a supervisor ends the agent's session now, as if
+/// its grace period had run out (docs/rescue.md#release); `409 invalid_state` without one.
+pub async fn release(
+    State(state): State<AppState>,
+    Bearer(token): Bearer,
+    QueuePath(agent): QueuePath,
+) -> ApiResult<Response> {
+    Ok(ok(state
+        .handle
+        .call(Command::Release { token, agent })
+        .await?))
 }
 
 /// GET /api/v1/queues — every queue: channel, waiting count, oldest arrival.

@@ -12,7 +12,7 @@ use super::extract::WsBearer;
 use crate::config::{Config, LimitsConfig};
 use crate::core::model::TokenHash;
 use crate::core::view::{ChatEvent, PanelEvent};
-use crate::core::{Command, Principal, Rejection, Reply};
+use crate::core::{Command, LossCause, Principal, Rejection, Reply};
 use crate::driver::{CallError, FrameRx, Handle};
 use axum::Router;
 use axum::extract::State;
@@ -134,7 +134,7 @@ async fn serve(handle: Handle, cfg: Arc<Config>, token: TokenHash, kind: Kind, s
         interval: cfg.resilience.heartbeat_interval,
         timeout: cfg.resilience.heartbeat_timeout,
     };
-    let attached = attach(&handle, token, kind).await;
+    let attached = attach(&handle, token, kind, &heartbeat).await;
     let (socket_id, first, frames) = match attached {
         Ok(a) => a,
         Err(e) => {
@@ -164,7 +164,15 @@ async fn serve(handle: Handle, cfg: Arc<Config>, token: TokenHash, kind: Kind, s
             conn::run(sink, stream, first, frames, input, now_ms, heartbeat).await
         }
     };
-    handle.detach(socket_id).await;
+    let cause = match end {
+        End::ClientClosed => LossCause::Closed,
+        End::HeartbeatTimeout => LossCause::HeartbeatTimeout,
+        End::Closed(conn::CLOSE_TOO_SLOW) => LossCause::TooSlow,
+        // Closed by the server on the driver's request: the core has already let go of it.
+        End::Closed(_) => LossCause::Closed,
+        End::ClientGone | End::SendFailed => LossCause::Dropped,
+    };
+    handle.detach(socket_id, cause).await;
     match end {
         End::HeartbeatTimeout => tracing::info!(?kind, socket_id, "websocket heartbeat timeout"),
         _ => tracing::debug!(?kind, socket_id, ?end, "websocket ended"),
@@ -172,15 +180,29 @@ async fn serve(handle: Handle, cfg: Arc<Config>, token: TokenHash, kind: Kind, s
 }
 
 /// Subscribes the socket; returns its id, the snapshot frame and the stream of later frames.
+/// The panel's snapshot frame also carries the server's `heartbeat` (`interval_ms`,
+/// `timeout_ms`), so the page can notice a dead link within the same timeout.
 async fn attach(
     handle: &Handle,
     token: TokenHash,
     kind: Kind,
+    heartbeat: &Heartbeat,
 ) -> Result<(u64, String, FrameRx), CallError> {
     Ok(match kind {
         Kind::Panel => {
             let (id, snapshot, rx) = handle.attach_panel(token).await?;
-            (id, to_json(&PanelEvent::Snapshot(snapshot)), rx)
+            let mut frame = serde_json::to_value(PanelEvent::Snapshot(snapshot))
+                .unwrap_or(serde_json::Value::Null);
+            if let Some(obj) = frame.as_object_mut() {
+                obj.insert(
+                    "heartbeat".into(),
+                    serde_json::json!({
+                        "interval_ms": heartbeat.interval.as_millis() as u64,
+                        "timeout_ms": heartbeat.timeout.as_millis() as u64,
+                    }),
+                );
+            }
+            (id, frame.to_string(), rx)
         }
         Kind::Chat => {
             let (id, snapshot, rx) = handle.attach_chat(token).await?;

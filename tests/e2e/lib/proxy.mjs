@@ -1,6 +1,7 @@
 // A TCP proxy in front of the server that a test can cut, to give a browser a real network
 // drop: `cut()` closes every connection through it, `block(true)` refuses new ones (counted in
-// `refused`) until `block(false)`. Pages opened on `proxy.base` talk to the server only through it.
+// `refused`) until `block(false)`, `freeze()` silently stops carrying bytes on the connections
+// open now (a dead link that neither side is told about; new connections still work). Pages opened on `proxy.base` talk to the server only through it.
 
 import net from 'node:net';
 
@@ -41,6 +42,14 @@ export async function startProxy(upstream) {
         up.destroy();
       }
       pairs.clear();
+    },
+    freeze() {
+      for (const { client, up } of pairs) {
+        client.unpipe(up);
+        up.unpipe(client);
+        client.pause();
+        up.pause();
+      }
     },
     block(on) {
       blocked = on;

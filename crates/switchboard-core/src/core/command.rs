@@ -2,7 +2,7 @@
 //! refuses ([`Rejection`]). Plain data; no I/O.
 
 use super::model::{AgentId, Medium, Metadata, Presence, Role, TokenHash};
-use super::view::{AgentSnapshot, AgentView, ChatSnapshot, ConversationView, QueueView};
+use super::view::{AgentSnapshot, AgentView, AlertView, ChatSnapshot, ConversationView, QueueView};
 use uuid::Uuid;
 
 /// Where a transfer or a reassignment sends the work.
@@ -43,9 +43,19 @@ pub enum Command {
         token: TokenHash,
         socket: u64,
     },
-    /// A panel socket closed or went silent.
+    /// A panel socket closed or went silent, and how.
     DetachPanel {
         socket: u64,
+        cause: LossCause,
+    },
+    /// The standing supervisor alerts.
+    Alerts {
+        token: TokenHash,
+    },
+    /// A supervisor ends an agent's session now, as if its grace period ran out.
+    Release {
+        token: TokenHash,
+        agent: AgentId,
     },
     AgentState {
         token: TokenHash,
@@ -182,6 +192,34 @@ pub enum Command {
     },
 }
 
+/// How a panel socket ended, as its adapter saw it. Only a close frame from the client is
+/// polite; everything else counts towards flap damping (docs/rescue.md#flap-damping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossCause {
+    /// The client sent a WebSocket close frame (reload, closed tab, logout).
+    Closed,
+    /// The connection ended without a close frame (network drop, TCP reset, write failure).
+    Dropped,
+    /// Nothing arrived for `heartbeat_timeout`.
+    HeartbeatTimeout,
+    /// The server dropped a socket that read its frames too slowly.
+    TooSlow,
+}
+
+impl LossCause {
+    pub fn abrupt(self) -> bool {
+        self != LossCause::Closed
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossCause::Closed => "closed",
+            LossCause::Dropped => "network_drop",
+            LossCause::HeartbeatTimeout => "heartbeat_timeout",
+            LossCause::TooSlow => "too_slow",
+        }
+    }
+}
+
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -204,6 +242,7 @@ pub enum Reply {
     Conversations(Vec<ConversationView>),
     Agents(Vec<AgentView>),
     Queues(Vec<QueueView>),
+    Alerts(Vec<AlertView>),
     ChatStarted {
         conversation_id: Uuid,
         group_id: Uuid,

@@ -5,8 +5,8 @@
 use super::command::{Rejection, Reply};
 use super::effect::{Effect, Write};
 use super::model::{
-    Customer, Delivery, DisconnectReason, EventKind, Medium, Message, Origin, OriginKind, Sender,
-    Status, Thread, TokenHash,
+    AgentId, Customer, Delivery, DisconnectReason, EventKind, Medium, Message, Origin, OriginKind,
+    OutboxItem, Sender, Status, Thread, TokenHash,
 };
 use super::time::Now;
 use super::view::{ChatEvent, ChatSnapshot, MessageView, PanelEvent};
@@ -158,6 +158,19 @@ impl Core {
         Some((c.status, position, agent_name))
     }
 
+    /// Whether the agent of this in-process conversation has been away for the prompt delay.
+    fn agent_reconnecting(&self, conv: Uuid) -> bool {
+        self.work
+            .conversations
+            .get(&conv)
+            .filter(|c| c.status == Status::InProcess)
+            .and_then(|c| c.agent.as_deref())
+            .and_then(|a| self.org.agents.get(a))
+            .and_then(|a| a.session)
+            .and_then(|s| self.auth.sessions.get(&s))
+            .is_some_and(|s| s.away_announced)
+    }
+
     pub(super) fn chat_snapshot(&self, thread: Uuid) -> Result<ChatSnapshot, Rejection> {
         let t = self
             .work
@@ -173,6 +186,7 @@ impl Core {
             status,
             position,
             agent_name,
+            agent_reconnecting: self.agent_reconnecting(t.rec.current),
         })
     }
 
@@ -267,13 +281,69 @@ impl Core {
         Some(id)
     }
 
-    /// A configured prompt to the customer, as a system message.
+    /// A configured prompt to the customer, as a system message. On sms and social it goes
+    /// out through the medium's webhook like an agent reply, with no agent
+    /// (docs/rescue.md#prompts-on-every-medium).
     pub(super) fn send_prompt(&mut self, now: Now, conv: Uuid, text: String) {
-        let Some(thread) = self.work.conversations.get(&conv).and_then(|c| c.thread) else {
+        let Some(c) = self.work.conversations.get(&conv) else {
             return;
         };
-        self.append_message(now, thread, Sender::System, text.clone(), false);
+        let Some(thread) = c.thread else {
+            return;
+        };
+        let (medium, to) = (c.medium, c.customer.address.clone());
+        let outbound = matches!(medium, Medium::Sms | Medium::Social);
+        let msg = self.append_message(now, thread, Sender::System, text.clone(), outbound);
+        if let (true, Some(msg)) = (outbound, msg) {
+            self.deliver_out(
+                now,
+                msg,
+                conv,
+                thread,
+                medium,
+                to,
+                None,
+                text.clone(),
+                String::new(),
+            );
+        }
         self.event(now, conv, EventKind::PromptSent, None, Some(text));
+    }
+
+    /// Queues a message for webhook delivery (`agent` empty for a system message).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn deliver_out(
+        &mut self,
+        now: Now,
+        msg: Uuid,
+        conv: Uuid,
+        thread: Uuid,
+        medium: Medium,
+        to: String,
+        subject: Option<String>,
+        text: String,
+        agent: AgentId,
+    ) {
+        let item = OutboxItem {
+            message_id: msg,
+            conversation_id: conv,
+            thread_id: thread,
+            medium,
+            to,
+            subject: subject.map(|s| format!("Re: {s}")),
+            text,
+            agent,
+            created_at: now.ts(),
+            attempts: 0,
+            next_attempt_at: now.ts(),
+        };
+        self.batch
+            .writes
+            .push(Write::Outbox(Box::new(item.clone())));
+        self.batch
+            .effects
+            .push_back(Effect::Deliver(Box::new(item.clone())));
+        self.work.outbox.insert(msg, item);
     }
 
     /// The thread now follows conversation `to` (requeue, transfer).

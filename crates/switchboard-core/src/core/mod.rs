@@ -17,6 +17,7 @@ pub mod view;
 mod calls;
 mod customer;
 mod query;
+mod rescue;
 mod routing;
 mod session;
 mod sip;
@@ -25,7 +26,7 @@ mod work;
 #[cfg(test)]
 mod tests;
 
-pub use command::{BindingUpdate, Command, Principal, Rejection, Reply, Target};
+pub use command::{BindingUpdate, Command, LossCause, Principal, Rejection, Reply, Target};
 pub use effect::{Effect, Write};
 pub use time::{Deadline, Now, Timestamp};
 
@@ -54,6 +55,10 @@ pub(crate) enum Timer {
     Outbox(Uuid),
     /// A SIP transaction's timer.
     Sip(u64, crate::sip::transaction::TimerName),
+    /// A disconnected session's reconnecting prompt delay ends.
+    Prompt(Uuid),
+    /// A requeued chat's reservation for its previous agent ends.
+    Sticky(Uuid),
 }
 
 /// What a bearer token opens.
@@ -71,6 +76,8 @@ pub(crate) struct SessionRt {
     pub sockets: BTreeSet<u64>,
     /// Unsaved metadata by conversation.
     pub drafts: BTreeMap<Uuid, Metadata>,
+    /// This loss has passed the prompt delay (customers were told; not persisted).
+    pub away_announced: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +92,10 @@ pub(crate) struct AgentRt {
     /// What the panel was last told, to push only real changes.
     pub sent_caps: Capabilities,
     pub sent_banners: Vec<Banner>,
+    /// Monotonic times of recent abrupt losses (at most `flap_limit`).
+    pub flaps: VecDeque<u64>,
+    /// Flap damping set the agent to not ready; cleared when they choose ready.
+    pub unstable: bool,
     /// The agent's queues as configured; `None` once the agent left the configuration.
     pub configured_queues: Option<Vec<String>>,
     /// The queues whose `members` list this agent (kept with the ready index).
@@ -176,6 +187,8 @@ pub struct Core {
     /// outside.
     wheel: Wheel<Timer, KeyedBuildHasher>,
     ids: Ids,
+    /// Alerts for supervisors and chats reserved for their previous agent.
+    rescue: rescue::Rescue,
     /// What the current command and batch changed: writes, effects, what to notify.
     batch: Batch,
     counters: Counters,
@@ -277,6 +290,7 @@ impl Core {
                 rng,
                 last_id: (i64::MIN, 0),
             },
+            rescue: rescue::Rescue::default(),
             batch: Batch::default(),
             counters: Counters::default(),
             calls: calls::Calls::default(),
@@ -346,6 +360,8 @@ impl Core {
                     capacity: a.capacity,
                     sent_caps: Capabilities::default(),
                     sent_banners: Vec::new(),
+                    flaps: VecDeque::new(),
+                    unstable: false,
                     configured_queues: None,
                     queues: Vec::new(),
                     indexed: [None; 3],
@@ -478,6 +494,7 @@ impl Core {
                     rec: s,
                     sockets: BTreeSet::new(),
                     drafts: BTreeMap::new(),
+                    away_announced: false,
                 },
             );
         }
@@ -529,10 +546,12 @@ impl Core {
             Command::Logout { token } => self.logout(now, &token),
             Command::Authenticate { token } => self.principal(&token, now).map(Reply::Principal),
             Command::AttachPanel { token, socket } => self.attach_panel(now, &token, socket),
-            Command::DetachPanel { socket } => {
-                self.detach_panel(now, socket);
+            Command::DetachPanel { socket, cause } => {
+                self.detach_panel(now, socket, cause);
                 Ok(Reply::Done)
             }
+            Command::Alerts { token } => self.alerts(&token, now),
+            Command::Release { token, agent } => self.release(now, &token, &agent),
             Command::AgentState { token } => {
                 let (agent, _) = self.agent_of(&token, now)?;
                 Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
@@ -652,6 +671,8 @@ impl Core {
                 Timer::Binding(agent, contact) => self.binding_expired(now, &agent, &contact),
                 Timer::Outbox(message) => self.outbox_due(now, message),
                 Timer::Sip(tx, name) => self.sip_timer(now, tx, name),
+                Timer::Prompt(session) => self.prompt_due(now, session),
+                Timer::Sticky(conv) => self.sticky_expired(conv),
             }
             self.finish_command(now);
         }
@@ -1022,14 +1043,20 @@ impl Core {
     }
 
     fn banners(&self, agent: &AgentRt) -> Vec<Banner> {
+        let mut banners = Vec::new();
         if agent.rec.sip_lost {
-            vec![Banner {
+            banners.push(Banner {
                 code: "sip_registration_lost".into(),
                 text: SIP_LOST_TEXT.into(),
-            }]
-        } else {
-            Vec::new()
+            });
         }
+        if agent.unstable {
+            banners.push(Banner {
+                code: "connection_unstable".into(),
+                text: rescue::UNSTABLE_TEXT.into(),
+            });
+        }
+        banners
     }
 
     /// End of a command: allocate, then turn what changed into notifications.
@@ -1048,6 +1075,7 @@ impl Core {
             self.allocate(now);
             self.sync_calls(now);
         }
+        self.settle_alerts();
         self.notify_touched();
         #[cfg(debug_assertions)]
         self.check_ready_index();

@@ -332,6 +332,8 @@ pub struct OutboxItem {
     pub to: String,
     pub subject: Option<String>,
     pub text: String,
+    /// The agent who wrote it; empty for a system message (a prompt), which the webhook
+    /// receives with `agent` null.
     pub agent: AgentId,
     pub created_at: Timestamp,
     pub attempts: u32,

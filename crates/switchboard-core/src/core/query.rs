@@ -150,6 +150,7 @@ impl Core {
         DashboardEvent::Snapshot {
             agents: self.agent_views(),
             queues: self.queue_views(),
+            alerts: self.alert_views(),
         }
     }
 }

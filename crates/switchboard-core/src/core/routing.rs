@@ -77,10 +77,13 @@ impl Core {
                 let Some(c) = self.work.conversations.get(&key.1) else {
                     continue;
                 };
+                // A chat reserved for its previous agent goes only to them
+                // (docs/rescue.md#sticky-return).
+                let reserved = self.reserved_for(key.1);
                 let Some(agent) = q
                     .ready
                     .iter()
-                    .find(|(_, a)| !c.declined_by.contains(a))
+                    .find(|(_, a)| !c.declined_by.contains(a) && reserved.is_none_or(|r| r == a))
                     .map(|(_, a)| a.clone())
                 else {
                     continue;
@@ -391,7 +394,7 @@ impl Core {
         deadline: Timestamp,
         id: Uuid,
         agent: &str,
-    ) {
+    ) -> Option<Uuid> {
         self.event(
             now,
             id,
@@ -405,9 +408,7 @@ impl Core {
             Status::Handled,
             DisconnectReason::AgentSessionLost,
         );
-        let Some(orig) = self.work.conversations.get(&id).cloned() else {
-            return;
-        };
+        let orig = self.work.conversations.get(&id).cloned()?;
         let position = self
             .queue_cfg(&orig.queue)
             .map(|q| q.requeue_position)
@@ -483,5 +484,6 @@ impl Core {
         if let Some(text) = prompt {
             self.send_prompt(now, new_id, text);
         }
+        Some(new_id)
     }
 }

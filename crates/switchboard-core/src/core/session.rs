@@ -2,13 +2,13 @@
 //! loss, resume, the grace deadline with the per-channel loss policy (docs/policy.md), logout,
 //! presence.
 
-use super::command::{Principal, Rejection, Reply};
+use super::command::{LossCause, Principal, Rejection, Reply};
 use super::effect::{Effect, Write};
 use super::model::{
     AgentId, DisconnectReason, EventKind, Presence, Role, Session, SessionState, Status, TokenHash,
 };
-use super::time::Now;
-use super::view::PanelEvent;
+use super::time::{Now, Timestamp};
+use super::view::{AlertKind, PanelEvent};
 use super::{Core, SUPERVISOR_SESSION, SessionRt, Timer, TokenOwner};
 use crate::policy::Channel;
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,6 +94,7 @@ impl Core {
                     rec,
                     sockets: BTreeSet::new(),
                     drafts: BTreeMap::new(),
+                    away_announced: false,
                 },
             );
             self.auth.tokens.insert(token, TokenOwner::Session(id));
@@ -173,6 +174,7 @@ impl Core {
                         rec,
                         sockets: BTreeSet::new(),
                         drafts: BTreeMap::new(),
+                        away_announced: false,
                     },
                 );
                 if let Some(a) = self.org.agents.get_mut(&user) {
@@ -180,9 +182,17 @@ impl Core {
                     a.rec.presence = Presence::Ready;
                     a.rec.idle_since = [now.ts(); 3];
                 }
+                self.clear_unstable(&user);
+                self.clear_alerts(&user, AlertKind::SessionLost);
                 id
             }
         };
+        tracing::info!(
+            agent = %user,
+            session = %id,
+            takeover = existing.is_some(),
+            "agent logged in"
+        );
         self.auth.tokens.insert(token, TokenOwner::Session(id));
         self.counters.logins += 1;
         self.batch.dirty_agents.insert(user.clone());
@@ -264,6 +274,8 @@ impl Core {
             self.wheel.cancel(&Timer::Grace(sid));
             if was_lost {
                 self.counters.resumes += 1;
+                tracing::info!(agent = %agent, session = %sid, "agent resumed the session");
+                self.resumed(sid, &agent);
                 let held = self.held_by(&agent);
                 for id in held {
                     self.event(now, id, EventKind::AgentReconnected, Some(&agent), None);
@@ -278,7 +290,7 @@ impl Core {
         Ok(Reply::Snapshot(Box::new(self.snapshot(&agent))))
     }
 
-    pub(super) fn detach_panel(&mut self, now: Now, socket: u64) {
+    pub(super) fn detach_panel(&mut self, now: Now, socket: u64, cause: LossCause) {
         let Some(sid) = self.auth.sockets.remove(&socket) else {
             return;
         };
@@ -287,13 +299,14 @@ impl Core {
         };
         s.sockets.remove(&socket);
         if s.sockets.is_empty() && s.rec.state == SessionState::Connected {
-            self.connection_lost(now, sid);
+            self.connection_lost(now, sid, cause);
         }
     }
 
     /// The last panel socket of a session is gone (tab closed, network drop, heartbeat
-    /// timeout: all the same event).
-    fn connection_lost(&mut self, now: Now, sid: Uuid) {
+    /// timeout: the same event for the work; only abrupt ones count as flaps). The
+    /// reconnecting prompt waits for the prompt delay (docs/rescue.md#prompt-delay).
+    fn connection_lost(&mut self, now: Now, sid: Uuid, cause: LossCause) {
         let deadline = now.after(self.policy.resilience.session_grace);
         if !self.auth.sessions.contains_key(&sid) {
             return;
@@ -305,39 +318,40 @@ impl Core {
         s.rec.state = SessionState::Disconnected;
         s.rec.disconnected_at = Some(now.ts());
         s.rec.deadline = Some(wall);
+        s.away_announced = false;
         self.batch
             .writes
             .push(Write::Session(Box::new(s.rec.clone())));
         let agent = s.rec.user.clone();
         self.counters.connection_losses += 1;
+        tracing::info!(
+            agent = %agent,
+            session = %sid,
+            cause = cause.as_str(),
+            deadline = %wall.to_rfc3339(),
+            "agent connection lost"
+        );
         self.batch.dirty_agents.insert(agent.clone());
         let held = self.held_by(&agent);
         for id in held {
             let Some(c) = self.work.conversations.get(&id) else {
                 continue;
             };
-            let (status, channel, queue) = (c.status, c.channel(), c.queue.clone());
+            let (status, channel) = (c.status, c.channel());
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent connection lost"),
                 (Status::InProcess, Channel::Voice) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
                     self.drop_call(now, id, &agent, DisconnectReason::AgentConnectionLost);
                 }
-                (Status::InProcess, Channel::Chat) => {
-                    self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
-                    let prompt = self
-                        .queue_cfg(&queue)
-                        .and_then(|q| q.reconnecting_prompt.clone());
-                    if let Some(text) = prompt {
-                        self.send_prompt(now, id, text);
-                    }
-                }
-                (Status::InProcess, Channel::Email) => {
+                (Status::InProcess, Channel::Chat | Channel::Email) => {
                     self.event(now, id, EventKind::AgentConnectionLost, Some(&agent), None);
                 }
                 _ => {}
             }
         }
+        self.note_loss(now, &agent, cause);
+        self.start_prompt_delay(now, sid);
     }
 
     /// The grace period of a disconnected session ran out without a resume.
@@ -359,7 +373,16 @@ impl Core {
             return;
         }
         let deadline = s.rec.deadline.unwrap_or(now.ts());
-        let agent = s.rec.user.clone();
+        self.expire_session(now, sid, deadline);
+    }
+
+    /// The deadline policy for one agent session (grace expired, or released by a
+    /// supervisor): chats requeued, wrap-ups completed, emails kept, the session ended.
+    pub(super) fn expire_session(&mut self, now: Now, sid: Uuid, deadline: Timestamp) {
+        let Some(agent) = self.auth.sessions.get(&sid).map(|s| s.rec.user.clone()) else {
+            return;
+        };
+        let mut requeued = Vec::new();
         let held = self.held_by(&agent);
         for id in held {
             let Some(c) = self.work.conversations.get(&id) else {
@@ -369,7 +392,16 @@ impl Core {
             match (status, channel) {
                 (Status::Offered, _) => self.withdraw_offer(now, id, "agent session lost"),
                 (Status::InProcess, Channel::Chat) => {
-                    self.requeue_lost_chat(now, deadline, id, &agent)
+                    if let Some(new) = self.requeue_lost_chat(now, deadline, id, &agent) {
+                        tracing::info!(
+                            agent = %agent,
+                            conversation = %id,
+                            requeued_as = %new,
+                            "chat requeued (AgentSessionLost)"
+                        );
+                        self.reserve_for(now, new, &agent);
+                        requeued.push(new);
+                    }
                 }
                 (Status::InProcess, Channel::Email) => {
                     self.event(
@@ -399,7 +431,26 @@ impl Core {
             }
         }
         self.counters.sessions_lost += 1;
+        tracing::info!(
+            agent = %agent,
+            session = %sid,
+            requeued = requeued.len(),
+            "agent session lost"
+        );
         self.end_session(now, sid, "session_lost");
+        let text = if requeued.is_empty() {
+            format!(
+                "{}'s session ended without a return",
+                self.agent_name(&agent)
+            )
+        } else {
+            format!(
+                "{}'s session ended without a return: {} chat(s) requeued",
+                self.agent_name(&agent),
+                requeued.len()
+            )
+        };
+        self.raise_alert(now, AlertKind::SessionLost, &agent, text, requeued);
     }
 
     /// Wrap-up finished by the system (the session ended): the work is `handled`.
@@ -419,6 +470,7 @@ impl Core {
     pub(super) fn end_session(&mut self, now: Now, sid: Uuid, reason: &'static str) {
         let _ = now;
         self.wheel.cancel(&Timer::Grace(sid));
+        self.wheel.cancel(&Timer::Prompt(sid));
         let Some(s) = self.auth.sessions.remove(&sid) else {
             return;
         };
@@ -454,6 +506,8 @@ impl Core {
                 code: 4401,
             });
         }
+        self.clear_alerts(&agent, AlertKind::AgentInGrace);
+        self.clear_unstable(&agent);
         self.batch.dirty_agents.insert(agent);
     }
 
@@ -465,6 +519,7 @@ impl Core {
     ) -> Result<Reply, Rejection> {
         let (agent, _) = self.agent_of(token, now)?;
         self.change_presence(&agent, presence);
+        self.presence_chosen(&agent, presence);
         Ok(Reply::Done)
     }
 

@@ -87,6 +87,9 @@ impl Core {
             .is_some_and(|a| !a.rec.bindings.is_empty());
         if has && !had {
             if let Some(a) = self.org.agents.get_mut(agent) {
+                if a.rec.sip_lost {
+                    tracing::info!(agent = %agent, "SIP registration restored");
+                }
                 a.rec.sip_lost = false;
             }
             self.batch.alloc_needed = true;
@@ -141,6 +144,7 @@ impl Core {
     /// withdrawn.
     fn registration_lost(&mut self, now: Now, agent: &str) {
         self.counters.sip_registrations_lost += 1;
+        tracing::info!(agent = %agent, "SIP registration lost");
         if let Some(a) = self.org.agents.get_mut(agent) {
             a.rec.sip_lost = true;
         }

@@ -22,6 +22,7 @@ fn queue(id: &str, channel: Channel) -> QueueConfig {
         session_lost_prompt: None,
         reconnecting_prompt: None,
         requeue_position: RequeuePosition::Original,
+        sticky_agent: std::time::Duration::ZERO,
     }
 }
 
@@ -220,8 +221,20 @@ impl Sim {
         socket
     }
 
+    /// The panel closes politely (a reload, a closed tab).
     fn detach(&mut self, socket: u64) {
-        self.ok(Command::DetachPanel { socket });
+        self.ok(Command::DetachPanel {
+            socket,
+            cause: LossCause::Closed,
+        });
+    }
+
+    /// The panel's connection dies without a close frame (network drop).
+    fn drop_link(&mut self, socket: u64) {
+        self.ok(Command::DetachPanel {
+            socket,
+            cause: LossCause::Dropped,
+        });
     }
 
     fn supervisor(&mut self) -> TokenHash {
@@ -1556,4 +1569,476 @@ fn the_ready_index_follows_every_change_of_eligibility() {
             }
         }
     }
+}
+
+// ----- docs/rescue.md: prompt delay, flap damping, alerts, release, sticky return -----
+
+const DELAY: u64 = 10_000;
+
+impl Sim {
+    fn system_texts(&self, thread: Uuid) -> Vec<String> {
+        self.chat_frames(thread)
+            .into_iter()
+            .filter_map(|e| match e {
+                ChatEvent::Message { message } if message.from == Sender::System => {
+                    Some(message.text)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Alerts raised and cleared on the Dashboard stream so far.
+    fn alert_frames(&self) -> Vec<view::DashboardEvent> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Dashboard(
+                    ev @ (view::DashboardEvent::Alert { .. }
+                    | view::DashboardEvent::AlertCleared { .. }),
+                ) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn standing(&self) -> Vec<(view::AlertKind, String, Vec<Uuid>)> {
+        self.core
+            .alert_views()
+            .into_iter()
+            .map(|a| (a.kind, a.agent, a.conversations))
+            .collect()
+    }
+
+    fn banner_codes(&mut self, token: TokenHash) -> Vec<String> {
+        self.snapshot(token)
+            .banners
+            .into_iter()
+            .map(|b| b.code)
+            .collect()
+    }
+
+    fn presence(&self, agent: &str) -> Presence {
+        self.core.org.agents[agent].rec.presence
+    }
+
+    /// Alice online with one accepted web chat; returns her token, socket, chat and thread.
+    fn alice_with_chat(&mut self) -> (TokenHash, u64, Uuid, Uuid) {
+        let (a, sock) = self.online("alice");
+        let (chat, _) = self.chat("support", "Dana");
+        self.accept(a, chat);
+        let thread = self.conv(chat).thread.expect("chat thread");
+        (a, sock, chat, thread)
+    }
+}
+
+fn sticky_config(secs: u64) -> Policy {
+    let mut cfg = config();
+    cfg.queues[0].sticky_agent = Duration::from_secs(secs);
+    cfg
+}
+
+#[test]
+fn a_reload_within_the_prompt_delay_sends_the_customer_nothing() {
+    let mut sim = Sim::new();
+    let (a, sock, chat, thread) = sim.alice_with_chat();
+    sim.detach(sock);
+    sim.advance(60);
+    sim.attach(a);
+    sim.advance(GRACE);
+    assert!(sim.system_texts(thread).is_empty());
+    assert!(!sim.events(chat).contains(&EventKind::PromptSent));
+    assert!(sim.alert_frames().is_empty(), "no alert for a reload");
+}
+
+#[test]
+fn the_reconnecting_prompt_goes_out_once_when_the_agent_stays_away_for_the_delay() {
+    let mut sim = Sim::new();
+    let (_, sock, chat, thread) = sim.alice_with_chat();
+    sim.drop_link(sock);
+    sim.advance(DELAY - 1);
+    assert!(sim.system_texts(thread).is_empty(), "never early");
+    sim.advance(1);
+    assert_eq!(
+        sim.system_texts(thread),
+        vec!["Your agent is reconnecting…"]
+    );
+    sim.advance(GRACE - DELAY - 1);
+    assert_eq!(sim.system_texts(thread).len(), 1, "at most once per loss");
+    let prompts = sim
+        .events(chat)
+        .iter()
+        .filter(|e| **e == EventKind::PromptSent)
+        .count();
+    assert_eq!(prompts, 1);
+}
+
+#[test]
+fn each_new_loss_that_lasts_the_delay_gets_its_own_prompt() {
+    let mut sim = Sim::new();
+    let (a, sock, _, thread) = sim.alice_with_chat();
+    sim.detach(sock);
+    sim.advance(DELAY);
+    let sock = sim.attach(a);
+    sim.advance(1_000);
+    sim.detach(sock);
+    sim.advance(DELAY);
+    assert_eq!(sim.system_texts(thread).len(), 2);
+}
+
+#[test]
+fn the_customer_chat_learns_the_agent_is_reconnecting_and_back() {
+    let mut sim = Sim::new();
+    let (a, sock, _, thread) = sim.alice_with_chat();
+    sim.drop_link(sock);
+    sim.advance(DELAY);
+    let states: Vec<&str> = sim
+        .chat_frames(thread)
+        .into_iter()
+        .filter_map(|e| match e {
+            ChatEvent::AgentConnection { state } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, vec!["reconnecting"]);
+    let snap = sim.core.chat_snapshot(thread).expect("snapshot");
+    assert!(snap.agent_reconnecting);
+    sim.attach(a);
+    let last = sim
+        .chat_frames(thread)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e {
+            ChatEvent::AgentConnection { state } => Some(state),
+            _ => None,
+        });
+    assert_eq!(last, Some("connected"));
+    assert!(
+        !sim.core
+            .chat_snapshot(thread)
+            .expect("snapshot")
+            .agent_reconnecting
+    );
+}
+
+#[test]
+fn prompts_on_sms_go_out_through_the_webhook_with_no_agent_and_a_delivery_state() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let sms = match sim.ok(Command::InboundMessage {
+        medium: Medium::Sms,
+        from: "+1555".into(),
+        text: "hi".into(),
+        queue: "support".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        r => panic!("{r:?}"),
+    };
+    sim.accept(a, sms);
+    sim.drop_link(sock);
+    sim.advance(DELAY);
+    let delivered: Vec<OutboxItem> = sim
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Deliver(item) => Some((**item).clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered.len(), 1, "the reconnecting prompt");
+    assert_eq!(delivered[0].text, "Your agent is reconnecting…");
+    assert_eq!(delivered[0].agent, "", "no agent: a system message");
+    assert_eq!(delivered[0].to, "+1555");
+    let thread = sim.conv(sms).thread.expect("thread");
+    let msg = sim.disk_messages[&thread]
+        .values()
+        .find(|m| m.from == Sender::System)
+        .expect("in the transcript")
+        .clone();
+    assert_eq!(msg.delivery, Some(Delivery::Pending));
+    sim.ok(Command::OutboxAttempt {
+        message: msg.id,
+        delivered: true,
+        error: None,
+    });
+    let msg = sim.disk_messages[&thread]
+        .values()
+        .find(|m| m.id == msg.id)
+        .expect("still there")
+        .clone();
+    assert_eq!(msg.delivery, Some(Delivery::Delivered));
+}
+
+#[test]
+fn the_third_abrupt_loss_within_the_window_sets_not_ready_with_the_unstable_banner() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    sim.drop_link(sock);
+    sim.advance(30_000); // resumes inside the grace period
+    let sock = sim.attach(a);
+    sim.advance(1_000);
+    sim.drop_link(sock);
+    sim.advance(1_000);
+    let sock = sim.attach(a);
+    assert_eq!(sim.presence("alice"), Presence::Ready);
+    sim.advance(4 * 60_000);
+    sim.drop_link(sock);
+    assert_eq!(sim.presence("alice"), Presence::NotReady);
+    let a2 = sim.login("alice");
+    assert_eq!(sim.banner_codes(a2), vec!["connection_unstable"]);
+    assert_eq!(sim.standing()[0].0, view::AlertKind::ConnectionUnstable);
+    // No new work while unstable, even once back.
+    sim.attach(a2);
+    let (chat, _) = sim.chat("support", "Dana");
+    assert_eq!(sim.conv(chat).status, Status::InQueue);
+    // Choosing ready clears the banner and the alert; work flows again.
+    sim.ok(Command::SetPresence {
+        token: a2,
+        presence: Presence::Ready,
+    });
+    assert!(sim.banner_codes(a2).is_empty());
+    assert!(sim.standing().is_empty());
+    assert!(matches!(
+        sim.alert_frames().last(),
+        Some(view::DashboardEvent::AlertCleared { .. })
+    ));
+    assert_eq!(sim.conv(chat).status, Status::Offered);
+}
+
+#[test]
+fn polite_closes_never_count_as_flaps() {
+    let mut sim = Sim::new();
+    let (a, mut sock) = sim.online("alice");
+    for _ in 0..5 {
+        sim.detach(sock);
+        sim.advance(100);
+        sock = sim.attach(a);
+    }
+    assert_eq!(sim.presence("alice"), Presence::Ready);
+    assert!(sim.banner_codes(a).is_empty());
+}
+
+#[test]
+fn abrupt_losses_spread_wider_than_the_window_do_not_trip_flap_damping() {
+    let mut sim = Sim::new();
+    let (a, mut sock) = sim.online("alice");
+    for _ in 0..4 {
+        sim.drop_link(sock);
+        sim.advance(1_000);
+        sock = sim.attach(a);
+        sim.advance(5 * 60_000);
+    }
+    assert_eq!(sim.presence("alice"), Presence::Ready);
+}
+
+#[test]
+fn flap_limit_zero_switches_flap_damping_off() {
+    let mut cfg = config();
+    cfg.resilience.flap_limit = 0;
+    let mut sim = Sim::with(cfg);
+    let (a, mut sock) = sim.online("alice");
+    for _ in 0..5 {
+        sim.drop_link(sock);
+        sim.advance(100);
+        sock = sim.attach(a);
+    }
+    assert_eq!(sim.presence("alice"), Presence::Ready);
+}
+
+#[test]
+fn an_agent_away_for_the_delay_with_open_chats_raises_agent_in_grace_cleared_on_resume() {
+    let mut sim = Sim::new();
+    let (a, sock, chat, _) = sim.alice_with_chat();
+    sim.drop_link(sock);
+    sim.advance(DELAY - 1);
+    assert!(sim.standing().is_empty());
+    sim.advance(1);
+    assert_eq!(
+        sim.standing(),
+        vec![(view::AlertKind::AgentInGrace, "alice".into(), vec![chat])]
+    );
+    let raised = sim.core.alert_views()[0].clone();
+    assert!(raised.text.contains("Agent alice"), "{}", raised.text);
+    sim.attach(a);
+    assert!(sim.standing().is_empty());
+    assert_eq!(
+        sim.alert_frames().last(),
+        Some(&view::DashboardEvent::AlertCleared { id: raised.id })
+    );
+}
+
+#[test]
+fn an_agent_away_with_nothing_open_raises_no_grace_alert() {
+    let mut sim = Sim::new();
+    let (_, sock) = sim.online("alice");
+    sim.drop_link(sock);
+    sim.advance(DELAY);
+    assert!(sim.standing().is_empty());
+}
+
+#[test]
+fn session_lost_alert_names_the_requeued_chats_and_clears_once_they_are_taken() {
+    let mut sim = Sim::new();
+    let (_, sock, chat, _) = sim.alice_with_chat();
+    sim.drop_link(sock);
+    sim.advance(GRACE);
+    let requeued = sim.waiting("support");
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(
+        sim.standing(),
+        vec![(
+            view::AlertKind::SessionLost,
+            "alice".into(),
+            requeued.clone()
+        )],
+        "the grace alert gives way to the session-lost alert"
+    );
+    assert_ne!(requeued[0], chat);
+    let (b, _) = sim.online("bob");
+    sim.accept(b, requeued[0]);
+    assert!(sim.standing().is_empty());
+}
+
+#[test]
+fn release_ends_the_session_at_once_with_the_deadline_policy() {
+    let mut sim = Sim::new();
+    let (a, sock, chat, _) = sim.alice_with_chat();
+    let mail = sim.email("x@example.com");
+    sim.accept(a, mail);
+    sim.ok(Command::SaveDraft {
+        token: a,
+        conversation: chat,
+        draft: draft("half typed"),
+    });
+    sim.drop_link(sock);
+    sim.advance(DELAY);
+    let sup = sim.supervisor();
+    sim.ok(Command::Release {
+        token: sup,
+        agent: "alice".into(),
+    });
+    let old = sim.conv(chat);
+    assert_eq!(old.status, Status::Handled);
+    assert_eq!(
+        old.disconnect_reason,
+        Some(DisconnectReason::AgentSessionLost)
+    );
+    assert_eq!(
+        old.ended_at,
+        Some(sim.now.ts()),
+        "ended now, not at the deadline"
+    );
+    let requeued = sim.waiting("support");
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(
+        sim.conv(requeued[0]).queue_arrival_time,
+        old.queue_arrival_time
+    );
+    assert_eq!(sim.conv(mail).status, Status::InProcess, "email stays");
+    assert!(sim.disk_drafts.is_empty(), "drafts dropped");
+    assert!(sim.disk_sessions.values().all(|s| s.user != "alice"));
+    assert_eq!(
+        sim.cmd(Command::AgentState { token: a }).unwrap_err(),
+        Rejection::Unauthorized
+    );
+    assert_eq!(sim.standing()[0].0, view::AlertKind::SessionLost);
+    // The old deadline has nothing left to do.
+    sim.advance(GRACE);
+    assert_eq!(sim.waiting("support"), requeued);
+}
+
+#[test]
+fn release_without_a_session_is_refused_and_changes_nothing() {
+    let mut sim = Sim::new();
+    let sup = sim.supervisor();
+    let r = sim.cmd(Command::Release {
+        token: sup,
+        agent: "alice".into(),
+    });
+    assert!(
+        matches!(
+            r,
+            Err(Rejection::Conflict {
+                code: "invalid_state",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let (a, _) = sim.online("bob");
+    let r = sim.cmd(Command::Release {
+        token: a,
+        agent: "bob".into(),
+    });
+    assert!(matches!(r, Err(Rejection::Forbidden(_))), "agents may not");
+    let r = sim.cmd(Command::Release {
+        token: sup,
+        agent: "nobody".into(),
+    });
+    assert!(matches!(r, Err(Rejection::NotFound(_))));
+}
+
+#[test]
+fn a_sticky_requeued_chat_waits_for_its_previous_agent_then_goes_to_anyone() {
+    let mut sim = Sim::with(sticky_config(120));
+    let (_, sock, _, _) = sim.alice_with_chat();
+    let (_b, _) = sim.online("bob");
+    sim.drop_link(sock);
+    sim.advance(GRACE);
+    let requeued = sim.waiting("support");
+    assert_eq!(requeued.len(), 1, "not offered to bob while reserved");
+    // Alice logs in again and gets it back.
+    let (_, _) = sim.online("alice");
+    let c = sim.conv(requeued[0]);
+    assert_eq!(c.status, Status::Offered);
+    assert_eq!(c.agent.as_deref(), Some("alice"));
+}
+
+#[test]
+fn a_sticky_reservation_ends_after_its_time_or_when_the_agent_rejects() {
+    let mut sim = Sim::with(sticky_config(120));
+    let (_, sock, _, _) = sim.alice_with_chat();
+    let (b, _) = sim.online("bob");
+    sim.ok(Command::SetPresence {
+        token: b,
+        presence: Presence::Ready,
+    });
+    sim.drop_link(sock);
+    sim.advance(GRACE);
+    let requeued = sim.waiting("support")[0];
+    sim.advance(120_000 - 1);
+    assert_eq!(sim.conv(requeued).status, Status::InQueue);
+    sim.advance(1);
+    assert_eq!(sim.conv(requeued).agent.as_deref(), Some("bob"));
+
+    // Rejecting ends the reservation at once.
+    let mut sim = Sim::with(sticky_config(120));
+    let (_, sock, _, _) = sim.alice_with_chat();
+    sim.online("bob");
+    sim.drop_link(sock);
+    sim.advance(GRACE);
+    let requeued = sim.waiting("support")[0];
+    let (a, _) = sim.online("alice");
+    sim.ok(Command::Reject {
+        token: a,
+        conversation: requeued,
+    });
+    assert_eq!(sim.conv(requeued).agent.as_deref(), Some("bob"));
+}
+
+#[test]
+fn anyone_may_pick_a_reserved_chat_by_hand() {
+    let mut sim = Sim::with(sticky_config(120));
+    let (_, sock, _, _) = sim.alice_with_chat();
+    let (b, _) = sim.online("bob");
+    sim.drop_link(sock);
+    sim.advance(GRACE);
+    let requeued = sim.waiting("support")[0];
+    sim.ok(Command::Pick {
+        token: b,
+        queue: "support".into(),
+        conversation: requeued,
+    });
+    assert_eq!(sim.conv(requeued).status, Status::InProcess);
+    assert_eq!(sim.conv(requeued).agent.as_deref(), Some("bob"));
 }

@@ -164,6 +164,8 @@ pub struct ChatSnapshot {
     pub status: Status,
     pub position: Option<u32>,
     pub agent_name: Option<String>,
+    /// The agent has been disconnected for the prompt delay and may come back.
+    pub agent_reconnecting: bool,
 }
 
 /// One frame on the customer chat socket.
@@ -178,6 +180,11 @@ pub enum ChatEvent {
         status: Status,
         position: Option<u32>,
         agent_name: Option<String>,
+    },
+    /// The agent's connection: `reconnecting` once they have been away for the prompt
+    /// delay, `connected` when they are back.
+    AgentConnection {
+        state: &'static str,
     },
 }
 
@@ -219,6 +226,40 @@ pub struct QueueView {
     pub oldest_arrival: Option<Timestamp>,
 }
 
+/// What a supervisor alert is about (docs/rescue.md#alerts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// An agent holding chats or calls has been disconnected for the prompt delay.
+    AgentInGrace,
+    /// Flap damping switched an agent to `not_ready`.
+    ConnectionUnstable,
+    /// An agent's grace period ran out (or a supervisor released them).
+    SessionLost,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AgentInGrace => "agent_in_grace",
+            AlertKind::ConnectionUnstable => "connection_unstable",
+            AlertKind::SessionLost => "session_lost",
+        }
+    }
+}
+
+/// One standing supervisor alert (`GET /alerts`, Dashboard `alert` frames).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertView {
+    pub id: Uuid,
+    pub kind: AlertKind,
+    pub agent: AgentId,
+    pub at: Timestamp,
+    pub text: String,
+    /// The conversations at stake (held chats and calls, or the requeued chats).
+    pub conversations: Vec<Uuid>,
+}
+
 /// One frame on the Dashboard socket.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -226,6 +267,14 @@ pub enum DashboardEvent {
     Snapshot {
         agents: Vec<AgentView>,
         queues: Vec<QueueView>,
+        /// The alerts standing when the Dashboard opened.
+        alerts: Vec<AlertView>,
+    },
+    Alert {
+        alert: AlertView,
+    },
+    AlertCleared {
+        id: Uuid,
     },
     Agent {
         agent: Box<AgentView>,

@@ -4,10 +4,10 @@
 
 use super::Core;
 use super::command::{Rejection, Reply, Target};
-use super::effect::{Effect, Write};
+use super::effect::Write;
 use super::model::{
     AgentId, Conversation, Customer, DisconnectReason, EventKind, Medium, Metadata, Origin,
-    OriginKind, OutboxItem, Sender, Status, TokenHash,
+    OriginKind, Sender, Status, TokenHash,
 };
 use super::time::{Now, Timestamp};
 use crate::policy::Channel;
@@ -105,26 +105,7 @@ impl Core {
         let outbound = matches!(medium, Medium::Sms | Medium::Social | Medium::Email);
         let msg = self.append_message(now, thread, Sender::Agent, text.clone(), outbound);
         if let (true, Some(msg)) = (outbound, msg) {
-            let item = OutboxItem {
-                message_id: msg,
-                conversation_id: id,
-                thread_id: thread,
-                medium,
-                to,
-                subject: subject.map(|s| format!("Re: {s}")),
-                text,
-                agent,
-                created_at: now.ts(),
-                attempts: 0,
-                next_attempt_at: now.ts(),
-            };
-            self.batch
-                .writes
-                .push(Write::Outbox(Box::new(item.clone())));
-            self.batch
-                .effects
-                .push_back(Effect::Deliver(Box::new(item.clone())));
-            self.work.outbox.insert(msg, item);
+            self.deliver_out(now, msg, id, thread, medium, to, subject, text, agent);
         }
         Ok(Reply::Done)
     }
