@@ -140,7 +140,7 @@ run_load() {
 # --- switchboard
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
-HASH=$(printf 'bench-pw\n' | "$BIN" hash-password)
+HASH=$(printf 'bench-pw\n' | "$BIN" hash-password | sed -n 's/^password_hash = "\(.*\)"$/\1/p')
 {
     cat <<EOF
 [server]

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod file;
+pub use file::Problem;
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -20,27 +23,28 @@ use serde::{Deserialize, Serialize};
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The file could not be read. (The reason is part of the message, not a separate source,
+    /// so a printed error chain states it once.)
+    #[error("cannot read config file {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML, or does not match the schema (unknown key, wrong type,
-    /// bad duration, missing required key). `message` is the parser's text, which names the
-    /// offending key and its line and column.
-    #[error("{}{message}", file_prefix(path.as_deref()))]
+    /// bad duration, missing required key). `problems` holds every such error, each naming
+    /// the offending key with its line and column, and, unless the text is not TOML at all,
+    /// the rules the rest of the file breaks, all in line order.
+    #[error("{}{}", file_prefix(path.as_deref()), list(problems))]
     Parse {
         path: Option<PathBuf>,
-        message: String,
+        problems: Vec<Problem>,
     },
-    /// The file parsed but breaks one or more rules. Every problem is listed, one per line,
-    /// each starting with the key path it concerns.
-    #[error("{}invalid configuration:\n{}", file_prefix(path.as_deref()), errors.join("\n"))]
+    /// The configuration breaks one or more rules. Every problem is listed, one per line, in
+    /// line order when it was read from a file, each starting with the key path it concerns.
+    #[error("{}{}", file_prefix(path.as_deref()), list(problems))]
     Invalid {
         path: Option<PathBuf>,
-        errors: Vec<String>,
+        problems: Vec<Problem>,
     },
 }
 
@@ -51,24 +55,43 @@ fn file_prefix(path: Option<&Path>) -> String {
     }
 }
 
+/// `invalid configuration (N problems):` and one problem per line.
+fn list(problems: &[Problem]) -> String {
+    let count = match problems.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    };
+    let mut out = format!("invalid configuration ({count}):");
+    for p in problems {
+        out.push('\n');
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
 impl ConfigError {
-    /// The validation problems, one entry per rule broken (empty for I/O and parse errors).
-    pub fn problems(&self) -> &[String] {
+    /// What is wrong, one message per problem, in the order reported (empty for I/O errors).
+    pub fn problems(&self) -> Vec<&str> {
+        self.located().iter().map(|p| p.message.as_str()).collect()
+    }
+
+    /// Every problem with its line and column in the file (empty for I/O errors).
+    pub fn located(&self) -> &[Problem] {
         match self {
-            ConfigError::Invalid { errors, .. } => errors,
-            _ => &[],
+            ConfigError::Parse { problems, .. } | ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Io { .. } => &[],
         }
     }
 
     fn with_path(self, file: &Path) -> Self {
         match self {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
+            ConfigError::Parse { problems, .. } => ConfigError::Parse {
                 path: Some(file.to_path_buf()),
-                message,
+                problems,
             },
-            ConfigError::Invalid { errors, .. } => ConfigError::Invalid {
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
                 path: Some(file.to_path_buf()),
-                errors,
+                problems,
             },
             io @ ConfigError::Io { .. } => io,
         }
@@ -477,6 +500,7 @@ impl Config {
                 customer_messages_per_minute: self.limits.customer_messages_per_minute,
                 snapshot_messages: self.limits.snapshot_messages,
                 max_bindings_per_agent: self.sip.max_bindings_per_agent,
+                max_binding_expires: self.sip.max_expires,
             },
             outbound: RetryPolicy {
                 max_attempts: self.outbound.max_attempts,
@@ -519,26 +543,28 @@ impl Config {
         }
     }
 
-    /// Parses and validates a configuration from TOML text.
+    /// Parses and validates a configuration from TOML text. On failure the error lists every
+    /// problem of the text at once, in line order.
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(s).map_err(|e| ConfigError::Parse {
-            path: None,
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        for key in &mut config.api_keys {
-            key.key_sha256.make_ascii_lowercase();
-        }
-        config.validate()?;
-        Ok(config)
+        file::read(s)
     }
 
-    /// Reads, parses and validates the file at `path`. Every error names the file.
+    /// Reads, parses and validates the file at `path`. Every error names the file. Paths in
+    /// the result are as written in the file (see [`Config::load_resolved`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::from_toml_str(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// [`Config::load`], then a relative `server.data_dir` taken from the directory of the
+    /// file rather than the working directory: what the server runs with.
+    pub fn load_resolved(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::load(path)?;
+        config.server.data_dir = relative_to_file(path, &config.server.data_dir);
+        Ok(config)
     }
 
     /// The configuration as TOML text (for printing the effective configuration).
@@ -568,6 +594,19 @@ impl Config {
 
     /// Checks every rule and reports all broken ones, each prefixed with its key path.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.rule_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: None,
+                problems: problems.into_iter().map(Problem::unplaced).collect(),
+            })
+        }
+    }
+
+    /// Every rule broken, each message starting with the key path it concerns.
+    fn rule_problems(&self) -> Vec<String> {
         let mut v = Problems::default();
         self.validate_server(&mut v);
         self.validate_resilience(&mut v);
@@ -577,14 +616,7 @@ impl Config {
         self.validate_outbound(&mut v);
         self.validate_directory(&mut v);
         self.validate_store_and_cluster(&mut v);
-        if v.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: None,
-                errors: v.0,
-            })
-        }
+        v.0
     }
 
     fn validate_store_and_cluster(&self, v: &mut Problems) {
@@ -919,6 +951,27 @@ impl Config {
     }
 }
 
+/// `path` taken from the directory holding `file` when relative (an absolute path as is).
+fn relative_to_file(file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out: PathBuf = dir
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    out.extend(
+        path.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir)),
+    );
+    out
+}
+
 /// Accumulates validation problems.
 #[derive(Default)]
 struct Problems(Vec<String>);
@@ -1076,7 +1129,9 @@ mod tests {
     /// The validation problems of `c` (panics if it is valid).
     fn problems(c: &Config) -> Vec<String> {
         match c.validate() {
-            Err(ConfigError::Invalid { errors, .. }) => errors,
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.into_iter().map(|p| p.message).collect()
+            }
             other => panic!("expected validation errors, got {other:?}"),
         }
     }
@@ -1494,6 +1549,46 @@ mod tests {
             e.to_string()
                 .starts_with(&format!("{}: ", invalid.display())),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_taken_from_the_config_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, SHIPPED).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().server.data_dir,
+            Path::new("./data")
+        );
+        let resolved = Config::load_resolved(&path).unwrap();
+        assert_eq!(resolved.server.data_dir, dir.path().join("data"));
+        let mut rest = resolved;
+        rest.server.data_dir = "./data".into();
+        assert_eq!(rest, Config::default(), "nothing else changes");
+
+        std::fs::write(&path, "[server]\ndata_dir = \"state/../store\"\n").unwrap();
+        assert_eq!(
+            Config::load_resolved(&path).unwrap().server.data_dir,
+            dir.path().join("state/../store")
+        );
+        std::fs::write(&path, "[server]\ndata_dir = \"/var/lib/switchboard\"\n").unwrap();
+        assert_eq!(
+            Config::load_resolved(&path).unwrap().server.data_dir,
+            Path::new("/var/lib/switchboard")
+        );
+    }
+
+    #[test]
+    fn a_config_file_named_without_a_directory_is_in_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            relative_to_file(Path::new("config.toml"), Path::new("./data")),
+            cwd.join("data")
+        );
+        assert_eq!(
+            relative_to_file(Path::new("./etc/config.toml"), Path::new("data")),
+            cwd.join("etc/data")
         );
     }
 

@@ -11,12 +11,14 @@
 //! - [`app`]: wires listeners, store, driver and adapters together;
 //! - [`service`]: the process under a service manager (systemd notify and watchdog, signals,
 //!   configuration reload).
-//! - [`demo`]: `switchboard demo`, a simulation driving a real [`app`] in-process.
+//! - `demo` (the default-on cargo feature `demo`): `switchboard demo`, a simulation driving a
+//!   real [`app`] in-process.
 
 pub mod app;
 pub mod cluster;
 pub mod config;
 pub use switchboard_core::core;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod driver;
 pub mod fanout;

@@ -38,8 +38,10 @@ enum Cmd {
     },
     /// Run the offline demo: built-in configuration, temporary data directory, simulated
     /// customers on every channel and simulated agents; prints the URL and the logins.
+    #[cfg(feature = "demo")]
     Demo(switchboard::demo::DemoArgs),
-    /// Read a password on standard input and print its argon2id hash for config.toml.
+    /// Hash a password for config.toml: asks twice without echo on a terminal, otherwise
+    /// reads the first line of standard input; prints the `password_hash = "…"` line to paste.
     HashPassword,
     /// Write every stored conversation as JSON lines to standard output (server stopped).
     Export {
@@ -65,7 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Serve { config } => {
             let path = config.or(cli.config);
             let cfg = match &path {
-                Some(p) => Config::load(p)?,
+                Some(p) => Config::load_resolved(p)?,
                 None => Config::default(),
             };
             serve(cfg, path)
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::HashPassword => hash_password(),
+        #[cfg(feature = "demo")]
         Cmd::Demo(args) => {
             init_logging(&Config::default());
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -146,8 +149,18 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let cfg = Arc::new(cfg);
-        std::fs::create_dir_all(&cfg.server.data_dir)
-            .with_context(|| format!("creating data_dir {}", cfg.server.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.server.data_dir).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                    "\nserver.data_dir must be writable by the service (under the packaged systemd unit: /var/lib/switchboard)"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!(
+                "creating data_dir {}: {e}{hint}",
+                cfg.server.data_dir.display()
+            )
+        })?;
         let store = Arc::new(match cfg.store.backend {
             StoreBackend::Redb => open_store(&Store::file_in(&cfg.server.data_dir))?,
             StoreBackend::Postgres => open_postgres(&cfg)?,
@@ -214,24 +227,66 @@ fn open_postgres(cfg: &Config) -> Result<Store> {
     })
 }
 
+/// `hash-password`. On a terminal: asks twice with the typing hidden and refuses a mismatch.
+/// Otherwise (a pipe, a file, a script): the first line of standard input, asked once.
+/// Prints the `password_hash = "…"` line to paste into an `[[agents]]` or `[[supervisors]]`
+/// block.
 fn hash_password() -> Result<()> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    let mut line = String::new();
-    if atty_stdin() {
-        eprint!("password: ");
-    }
-    std::io::stdin().read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']);
+    use std::io::{BufRead as _, IsTerminal as _};
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let first = read_hidden("password: ")?;
+        anyhow::ensure!(!first.is_empty(), "empty password");
+        let again = read_hidden("the same password again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing printed");
+        first
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        strip_line_end(line)
+    };
     anyhow::ensure!(!password.is_empty(), "empty password");
     let salt = SaltString::generate(&mut OsRng);
     let hash = argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
-    println!("{hash}");
+    // A PHC string holds no quote or backslash: it is a valid TOML string as it is.
+    println!("password_hash = \"{hash}\"");
     Ok(())
 }
 
-fn atty_stdin() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdin().is_terminal()
+/// Reads one line from the terminal on standard input with echo off (the newline is still
+/// shown), then puts the terminal back as it was, also when the read fails.
+fn read_hidden(prompt: &str) -> Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::BufRead as _;
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("reading the terminal settings")?;
+    let mut hidden = saved.clone();
+    hidden.local_modes.remove(LocalModes::ECHO);
+    hidden.local_modes.insert(LocalModes::ECHONL);
+    // Flush: nothing typed before the prompt is taken as the password. The prompt comes
+    // after, so whatever is typed once it shows is hidden.
+    tcsetattr(&stdin, OptionalActions::Flush, &hidden).context("turning echo off")?;
+    let mut line = String::new();
+    let read = write!(std::io::stderr(), "{prompt}")
+        .and_then(|()| std::io::stderr().flush())
+        .and_then(|()| stdin.lock().read_line(&mut line));
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    let n = read?;
+    restored.context("turning echo back on")?;
+    anyhow::ensure!(n > 0, "no password given");
+    Ok(strip_line_end(line))
+}
+
+/// The line without its line ending (`\n` or `\r\n`).
+fn strip_line_end(mut line: String) -> String {
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
+    }
+    line
 }

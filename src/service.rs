@@ -254,7 +254,7 @@ pub async fn reload(
     handle: &Handle,
     tls: Option<&TlsSettings>,
 ) -> Result<ReloadReport, ReloadError> {
-    let new = Config::load(path)?;
+    let new = Config::load_resolved(path)?;
     let old = state.config();
     let (merged, report) = merge(&old, &new);
     merged.validate()?;

@@ -132,7 +132,21 @@ impl Server {
         log: PathBuf,
         watchdog_usec: Option<u64>,
     ) -> Server {
+        Server::start_in(None, config, notify, log, watchdog_usec)
+    }
+
+    /// [`Server::start`] with `cwd` as the working directory when given.
+    fn start_in(
+        cwd: Option<&Path>,
+        config: &Path,
+        notify: &NotifyListener,
+        log: PathBuf,
+        watchdog_usec: Option<u64>,
+    ) -> Server {
         let mut cmd = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         cmd.args(["serve", "--config"])
             .arg(config)
             .env("NOTIFY_SOCKET", &notify.name)
@@ -328,6 +342,40 @@ fn sighup_with_an_invalid_file_keeps_serving_the_old_configuration() {
         text.contains("no_such_key"),
         "the error names the key: {text}"
     );
+}
+
+#[test]
+fn a_relative_data_dir_is_in_the_config_files_directory_whatever_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etc = dir.path().join("etc");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    let mut cfg = test_config();
+    cfg.server.data_dir = "./state".into();
+    let config = etc.join("config.toml");
+    std::fs::write(&config, cfg.to_toml_string().expect("toml")).expect("write config");
+
+    let mut notify = NotifyListener::at_path(dir.path());
+    let mut server = Server::start_in(
+        Some(&elsewhere),
+        &config,
+        &notify,
+        dir.path().join("log"),
+        None,
+    );
+    notify.expect("READY=1", Duration::from_secs(30));
+    // Reading the same file again sees the same directory: nothing waits for a restart.
+    server.signal("-HUP");
+    notify.expect("RELOADING=1", Duration::from_secs(10));
+    notify.expect("READY=1", Duration::from_secs(10));
+    server.signal("-TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), 0);
+
+    let text = server.log_text();
+    assert!(Store::file_in(&etc.join("state")).is_file(), "{text}");
+    assert!(!elsewhere.join("state").exists());
+    assert!(!text.contains("server.data_dir"), "{text}");
 }
 
 /// Rewrites the stored schema version, as a newer switchboard would have left it.

@@ -78,6 +78,16 @@ pub enum StoreError {
         table: &'static str,
         key: String,
     },
+    #[error(
+        "the store file {} is empty (0 bytes), which is not a store: a failed copy or restore? Restore it from a backup (switchboard backup / GET /api/v1/backup), or delete the file to start with an empty store",
+        path.display()
+    )]
+    EmptyFile { path: PathBuf },
+    #[error(
+        "the store file {} is damaged ({detail}); the server will not start on it. Restore the file from a backup (switchboard backup / GET /api/v1/backup) and start again; keep the damaged file aside for inspection",
+        path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error("backup destination {0} already exists")]
     BackupExists(PathBuf),
     #[error("i/o error: {0}")]
@@ -165,7 +175,8 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Opens (creating the directories and the file if missing) the redb store at `path`.
+    /// Opens (creating the directories and the file if missing) the redb store at `path`; a
+    /// damaged or empty file is refused (see [`RedbStore::open`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         RedbStore::open(path).map(Store::Redb)
     }

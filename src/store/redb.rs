@@ -34,7 +34,9 @@ pub struct RedbStore {
 
 impl RedbStore {
     /// Opens (creating the directories and the file if missing) the store at `path`, checks
-    /// its schema version and creates any missing table.
+    /// its schema version and creates any missing table. An existing file is verified first (every page's checksum), so a damaged file is a
+    /// [`StoreError::Damaged`] with the way out, never a panic while reading it; an empty one
+    /// is [`StoreError::EmptyFile`], never taken for a new store.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -42,7 +44,37 @@ impl RedbStore {
                 source,
             })?;
         }
-        RedbStore::init(Database::builder().create(path)?)
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                return Err(StoreError::EmptyFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let damaged = |detail: String| StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(d)) => damaged(d),
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::InvalidData
+                        || io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    damaged(io.to_string())
+                }
+                other => StoreError::from(redb::Error::from(other)),
+            })?;
+        RedbStore::init(db).map_err(|e| match e {
+            StoreError::Db(redb::Error::Corrupted(d)) => damaged(d),
+            other => other,
+        })
     }
 
     /// A store in memory (redb's `InMemoryBackend`), for tests.

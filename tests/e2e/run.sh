@@ -56,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pw_hash() { printf '%s\n' "$1" | "$bin" hash-password; }
+pw_hash() { printf '%s\n' "$1" | "$bin" hash-password | sed -n 's/^password_hash = "\(.*\)"$/\1/p'; }
 read -r http_port sip_port < <(node lib/ports.mjs)
 api_key="e2e-$(node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("hex"))')"
 api_key_sha256="$(printf '%s' "$api_key" | sha256sum | cut -d' ' -f1)"

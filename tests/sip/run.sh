@@ -72,8 +72,9 @@ http_ok() {
     fi
 }
 
+# `hash-password` prints the `password_hash = "…"` line; the hash is what is between the quotes.
 hash_of() {
-    printf '%s\n' "$1" | "$BIN" hash-password
+    printf '%s\n' "$1" | "$BIN" hash-password | sed -n 's/^password_hash = "\(.*\)"$/\1/p'
 }
 
 ALICE_HASH=$(hash_of alice-pw)

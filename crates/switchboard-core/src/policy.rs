@@ -132,6 +132,8 @@ pub struct LimitsPolicy {
     pub snapshot_messages: usize,
     /// SIP contacts one agent may have registered at once.
     pub max_bindings_per_agent: usize,
+    /// The longest registration granted (a stored binding never outlives it after a restart).
+    pub max_binding_expires: Duration,
 }
 
 impl Default for LimitsPolicy {
@@ -145,6 +147,7 @@ impl Default for LimitsPolicy {
             customer_messages_per_minute: 30,
             snapshot_messages: 100,
             max_bindings_per_agent: 10,
+            max_binding_expires: Duration::from_secs(30),
         }
     }
 }

@@ -55,7 +55,10 @@ impl Core {
             group_id,
             thread: thread_id,
         };
-        let id = self.create(now, seg, now.ts());
+        let id = {
+            let arrival = self.arrival(now);
+            self.create(now, seg, arrival)
+        };
         if let Some(t) = thread_id {
             let rec = Thread {
                 id: t,

@@ -233,6 +233,9 @@ struct Ids {
     rng: StdRng,
     /// Millisecond and counter of the last id made (ids sort in creation order).
     last_id: (i64, u16),
+    /// The latest queue arrival time handed out (Unix ms): arrivals never go backwards, even
+    /// when the wall clock does, so a later conversation never overtakes an earlier one.
+    last_arrival: i64,
 }
 
 /// The output of the current command and batch.
@@ -289,6 +292,7 @@ impl Core {
             ids: Ids {
                 rng,
                 last_id: (i64::MIN, 0),
+                last_arrival: i64::MIN,
             },
             rescue: rescue::Rescue::default(),
             batch: Batch::default(),
@@ -395,7 +399,8 @@ impl Core {
                 .iter()
                 .map(|b| {
                     let timer = Timer::Binding(rec.id.clone(), b.contact.clone());
-                    (timer, now.deadline_at(b.expires_at))
+                    let longest = self.policy.limits.max_binding_expires;
+                    (timer, now.deadline_within(b.expires_at, longest))
                 })
                 .collect();
             a.rec = rec;
@@ -426,6 +431,17 @@ impl Core {
         }
         for c in state.conversations {
             let id = c.id;
+            self.ids.last_arrival = self
+                .ids
+                .last_arrival
+                .max(c.queue_arrival_time.0)
+                .max(c.queue_rank);
+            // New ids sort after every stored one (they break ties in queue order), even
+            // when the wall clock is now behind the one that made them.
+            let id_ms = (id.as_u128() >> 80) as i64;
+            if id_ms >= self.ids.last_id.0 {
+                self.ids.last_id = (id_ms, 0x0FFF);
+            }
             if c.status == Status::InQueue {
                 if let Some(q) = self.org.queues.get_mut(&c.queue) {
                     q.waiting.insert((c.queue_rank, id));
@@ -455,7 +471,8 @@ impl Core {
                         .tokens
                         .insert(s.token_hash, TokenOwner::Session(s.id));
                     if let Some(d) = s.deadline {
-                        self.arm(Timer::Grace(s.id), now.deadline_at(d));
+                        let grace = self.policy.resilience.session_grace;
+                        self.arm(Timer::Grace(s.id), now.deadline_within(d, grace));
                     }
                 }
                 Role::Agent if !self.org.agents.contains_key(&s.user) => {
@@ -468,7 +485,9 @@ impl Core {
                 }
                 Role::Agent => {
                     let deadline = match s.deadline {
-                        Some(d) if s.state != SessionState::Connected => now.deadline_at(d),
+                        Some(d) if s.state != SessionState::Connected => {
+                            now.deadline_within(d, self.policy.resilience.session_grace)
+                        }
                         _ => {
                             s.state = SessionState::Disconnected;
                             s.disconnected_at = Some(now.ts());
@@ -507,7 +526,7 @@ impl Core {
         for item in state.outbox {
             self.arm(
                 Timer::Outbox(item.message_id),
-                now.deadline_at(item.next_attempt_at),
+                now.deadline_within(item.next_attempt_at, self.policy.outbound.max_backoff),
             );
             self.work.outbox.insert(item.message_id, item);
         }
@@ -787,6 +806,14 @@ impl Core {
 
     /// A UUID v7 that sorts after every id made before it (RFC 9562 §6.2 method 1: a 12-bit
     /// counter in `rand_a` orders ids of the same millisecond).
+    /// The queue arrival time of a conversation arriving now: the wall clock, but never
+    /// before an arrival already handed out.
+    pub(super) fn arrival(&mut self, now: Now) -> Timestamp {
+        let at = now.wall.max(self.ids.last_arrival);
+        self.ids.last_arrival = at;
+        Timestamp(at)
+    }
+
     fn new_id(&mut self, now: Now) -> Uuid {
         let (last_ms, last_seq) = self.ids.last_id;
         let mut ms = now.wall.max(0).max(last_ms);

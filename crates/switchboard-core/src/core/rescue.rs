@@ -235,7 +235,7 @@ impl Core {
                     self.work
                         .conversations
                         .get(id)
-                        .is_none_or(|c| c.status != Status::InQueue)
+                        .is_none_or(|c| !matches!(c.status, Status::InQueue | Status::Offered))
                 })
             })
             .map(|a| (a.agent.clone(), a.id))

@@ -415,7 +415,10 @@ impl Core {
             .unwrap_or_default();
         let (arrival, rank) = match position {
             RequeuePosition::Original => (orig.queue_arrival_time, orig.queue_arrival_time.0),
-            RequeuePosition::Back => (now.ts(), now.wall),
+            RequeuePosition::Back => {
+                let at = self.arrival(now);
+                (at, at.0)
+            }
             RequeuePosition::Front => {
                 let head = self
                     .org

@@ -74,29 +74,7 @@ impl Core {
             if !self.org.supervisors.contains_key(&user) {
                 return Err(Rejection::Unauthorized);
             }
-            let id = self.new_id(now);
-            let rec = Session {
-                id,
-                user: user.clone(),
-                role,
-                token_hash: token,
-                state: SessionState::Connected,
-                created_at: now.ts(),
-                disconnected_at: None,
-                deadline: Some(self.arm(Timer::Grace(id), now.after(SUPERVISOR_SESSION))),
-            };
-            self.batch
-                .writes
-                .push(Write::Session(Box::new(rec.clone())));
-            self.auth.sessions.insert(
-                id,
-                SessionRt {
-                    rec,
-                    sockets: BTreeSet::new(),
-                    drafts: BTreeMap::new(),
-                    away_announced: false,
-                },
-            );
+            let id = self.open_session(now, &user, role, token, SUPERVISOR_SESSION);
             self.auth.tokens.insert(token, TokenOwner::Session(id));
             return Ok(Reply::LoggedIn {
                 session_id: id,
@@ -154,29 +132,7 @@ impl Core {
                 id
             }
             None => {
-                let id = self.new_id(now);
-                let rec = Session {
-                    id,
-                    user: user.clone(),
-                    role,
-                    token_hash: token,
-                    state: SessionState::Disconnected,
-                    created_at: now.ts(),
-                    disconnected_at: None,
-                    deadline: Some(self.arm(Timer::Grace(id), now.after(grace))),
-                };
-                self.batch
-                    .writes
-                    .push(Write::Session(Box::new(rec.clone())));
-                self.auth.sessions.insert(
-                    id,
-                    SessionRt {
-                        rec,
-                        sockets: BTreeSet::new(),
-                        drafts: BTreeMap::new(),
-                        away_announced: false,
-                    },
-                );
+                let id = self.open_session(now, &user, role, token, grace);
                 if let Some(a) = self.org.agents.get_mut(&user) {
                     a.session = Some(id);
                     a.rec.presence = Presence::Ready;
@@ -536,5 +492,48 @@ impl Core {
             self.batch.dirty_agents.insert(agent.to_string());
             self.batch.alloc_needed = true;
         }
+    }
+}
+
+impl Core {
+    /// A new session for `user`, stored and armed to end `lasts` from now. Supervisors'
+    /// sessions are connected from the start; an agent's counts as disconnected until its
+    /// panel attaches.
+    fn open_session(
+        &mut self,
+        now: Now,
+        user: &str,
+        role: Role,
+        token: TokenHash,
+        lasts: std::time::Duration,
+    ) -> Uuid {
+        let id = self.new_id(now);
+        let state = match role {
+            Role::Supervisor => SessionState::Connected,
+            Role::Agent => SessionState::Disconnected,
+        };
+        let rec = Session {
+            id,
+            user: user.to_string(),
+            role,
+            token_hash: token,
+            state,
+            created_at: now.ts(),
+            disconnected_at: None,
+            deadline: Some(self.arm(Timer::Grace(id), now.after(lasts))),
+        };
+        self.batch
+            .writes
+            .push(Write::Session(Box::new(rec.clone())));
+        self.auth.sessions.insert(
+            id,
+            SessionRt {
+                rec,
+                sockets: BTreeSet::new(),
+                drafts: BTreeMap::new(),
+                away_announced: false,
+            },
+        );
+        id
     }
 }

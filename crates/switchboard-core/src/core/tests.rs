@@ -406,6 +406,19 @@ impl Sim {
         }
     }
 
+    /// A new core booted from the disk model with the wall clock stepped by `wall_step_ms`
+    /// (negative: behind) and the monotonic clock at a new epoch one second on.
+    fn restart_with_wall_step(&mut self, wall_step_ms: i64) {
+        let restored = self.restored();
+        self.now = Now {
+            mono: self.now.mono + 1_000,
+            wall: self.now.wall + wall_step_ms,
+        };
+        self.core = Core::new(self.core.policy().clone(), 8, self.now);
+        self.core.restore(restored, self.now);
+        self.flush();
+    }
+
     /// A new core booted at `now + gap` from the disk model.
     fn restart(&mut self, gap_ms: u64) {
         let restored = self.restored();
@@ -1348,6 +1361,60 @@ fn a_reply_shows_the_offer_the_same_command_made() {
     }
 }
 
+const DAY: i64 = 86_400_000;
+
+#[test]
+fn a_restart_with_the_wall_clock_a_day_behind_ends_grace_within_its_duration() {
+    let mut sim = Sim::new();
+    let (a, sock) = sim.online("alice");
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.accept(a, chat);
+    sim.detach(sock);
+    sim.restart_with_wall_step(-DAY);
+    sim.advance(GRACE);
+    assert_eq!(
+        sim.conv(chat).status,
+        Status::Handled,
+        "the grace period ends at most session_grace after the boot"
+    );
+    assert_eq!(sim.group(sim.conv(chat).group_id).len(), 2, "requeued once");
+}
+
+#[test]
+fn a_restart_with_the_wall_clock_behind_lets_a_binding_expire_within_max_expires() {
+    let mut sim = Sim::new();
+    sim.online("alice");
+    sim.register_phone("alice", 30);
+    sim.restart_with_wall_step(-DAY);
+    let bindings = |sim: &Sim| {
+        sim.core
+            .org
+            .agents
+            .get("alice")
+            .map(|a| a.rec.bindings.len())
+    };
+    assert_eq!(bindings(&sim), Some(1));
+    sim.advance(30_000);
+    assert_eq!(bindings(&sim), Some(0), "expired within sip.max_expires");
+}
+
+#[test]
+fn a_chat_arriving_after_the_wall_clock_stepped_back_never_overtakes_an_older_one() {
+    let mut sim = Sim::new();
+    let (first, _) = sim.chat("support", "First");
+    sim.now = Now {
+        mono: sim.now.mono + 1_000,
+        wall: sim.now.wall - 3_600_000,
+    };
+    let (second, _) = sim.chat("support", "Second");
+    assert_eq!(sim.waiting("support"), vec![first, second]);
+    assert!(sim.conv(second).queue_arrival_time >= sim.conv(first).queue_arrival_time);
+    // Across a restart with the clock a day behind too.
+    sim.restart_with_wall_step(-DAY);
+    let (third, _) = sim.chat("support", "Third");
+    assert_eq!(sim.waiting("support"), vec![first, second, third]);
+}
+
 /// A chat queue `big` with `n` members `m00`, `m01`, … (chat capacity 3).
 fn big_queue(n: usize) -> Policy {
     let mut cfg = config();
@@ -1895,6 +1962,11 @@ fn session_lost_alert_names_the_requeued_chats_and_clears_once_they_are_taken() 
     );
     assert_ne!(requeued[0], chat);
     let (b, _) = sim.online("bob");
+    assert_eq!(
+        sim.standing().len(),
+        1,
+        "an offer is not yet taken: the alert holds until someone accepts"
+    );
     sim.accept(b, requeued[0]);
     assert!(sim.standing().is_empty());
 }

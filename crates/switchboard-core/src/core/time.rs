@@ -46,6 +46,18 @@ impl Now {
         }
     }
 
+    /// A stored deadline, but never later than `longest` from now: a deadline written under a
+    /// wall clock that has since stepped back (or a tampered record) cannot hold something
+    /// longer than its configured duration.
+    pub fn deadline_within(&self, at: Timestamp, longest: std::time::Duration) -> Deadline {
+        let cap = self.after(longest);
+        if at.0 > cap.wall.0 {
+            cap
+        } else {
+            self.deadline_at(at)
+        }
+    }
+
     /// This reading moved forward by `ms` on both clocks (simulated clocks in tests).
     pub fn plus_ms(&self, ms: u64) -> Now {
         Now {

@@ -246,7 +246,10 @@ impl Core {
             group_id: c.group_id,
             thread: c.thread,
         };
-        let new = self.create(now, seg, now.ts());
+        let new = {
+            let arrival = self.arrival(now);
+            self.create(now, seg, arrival)
+        };
         if let Some(t) = c.thread {
             self.move_thread(t, new);
         }
@@ -320,7 +323,10 @@ impl Core {
             group_id: c.group_id,
             thread: None,
         };
-        let new = self.create(now, seg, now.ts());
+        let new = {
+            let arrival = self.arrival(now);
+            self.create(now, seg, arrival)
+        };
         self.event(
             now,
             id,
@@ -385,7 +391,10 @@ impl Core {
             group_id: c.group_id,
             thread: None,
         };
-        let new = self.create(now, seg, now.ts());
+        let new = {
+            let arrival = self.arrival(now);
+            self.create(now, seg, arrival)
+        };
         self.set_agent(new, Some(agent.clone()));
         self.set_status(new, Status::InProcess);
         self.event(
