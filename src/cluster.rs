@@ -15,8 +15,8 @@
 //! Taking over is a restart in the core's sense: a new driver loads the open work from the
 //! store and applies the restart rule at the moment of takeover.
 
-use crate::app::SharedConfig;
 use crate::config::Config;
+use crate::config::SharedConfig;
 use crate::driver::{Clock, Driver};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, router};
@@ -463,10 +463,12 @@ impl Active {
         .await
         .map_err(|e| StoreError::Connect(e.to_string()))?
         .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(handle.metrics.clone()));
         let state = AppState::new(
             handle.clone(),
             store.clone(),
             SharedConfig::new(cfg.clone()),
+            metrics,
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -494,6 +496,7 @@ impl Active {
                         sock,
                         handle.clone(),
                         state.shared_config(),
+                        state.metrics.sip.clone(),
                         stopped(stop_rx.clone()),
                     );
                     tasks.push(tokio::spawn(async move {

@@ -21,7 +21,9 @@
 //! the store's own, and a caller's thread waits for its statements (the driver calls the store
 //! from a blocking task).
 
-use super::{SearchQuery, StoreError, decode, encode};
+use super::error::{StoreError, decode, encode};
+use super::query::SearchQuery;
+use crate::config::redact_url as redact;
 use crate::core::model::{
     AgentRecord, Conversation, Dialog, Event, Message, Metadata, OriginKind, OutboxItem, Session,
     Thread,
@@ -118,27 +120,6 @@ impl std::fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("readers", &self.readers)
             .finish()
-    }
-}
-
-/// The URL with any password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:…{}",
-                &url[..scheme_end + 3],
-                &rest[..colon],
-                &rest[at..]
-            ),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 

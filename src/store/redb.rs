@@ -9,8 +9,10 @@
 //! writer. Stored bytes are never trusted: a record that does not decode is a
 //! [`StoreError::Corrupt`] naming its table and key.
 
+use super::codec;
+use super::error::{StoreError, decode, encode};
+use super::query::SearchQuery;
 use super::tables::*;
-use super::{SearchQuery, StoreError, codec, decode, encode};
 use crate::core::model::{Conversation, Event, Message, Metadata, Session, Status, Thread};
 use crate::core::view::ConversationView;
 use crate::core::{Restored, Write};
