@@ -48,6 +48,8 @@ pub struct SipMetrics {
     pub retransmissions: Counter,
     /// Authenticated REGISTERs dropped because too many were already waiting for the core.
     pub overloaded: Counter,
+    /// Call messages (INVITE, ACK, BYE, CANCEL, responses…) handed to the proxy.
+    pub call_messages: Counter,
 }
 
 impl SipMetrics {
@@ -96,6 +98,11 @@ impl SipMetrics {
             "sip_overloaded",
             "Authenticated REGISTERs dropped because too many were waiting for the store (the phone retransmits)",
             self.overloaded.clone(),
+        );
+        r.register(
+            "sip_call_messages",
+            "SIP call messages (INVITE, ACK, CANCEL, BYE, responses) handed to the call proxy",
+            self.call_messages.clone(),
         );
     }
 }
@@ -353,6 +360,17 @@ impl Collector for CoreCollector {
             "sip_agents_registered",
             "Agents with at least one live SIP binding.",
             g.agents_registered,
+        )?;
+        gauges(
+            e,
+            "sip_calls",
+            "SIP calls held by the proxy, by state.",
+            "state",
+            [
+                ("waiting", g.calls_waiting),
+                ("ringing", g.calls_ringing),
+                ("talking", g.calls_talking),
+            ],
         )?;
         gauge(e, "timers", "Deadlines in the timing wheel.", g.timers)?;
         gauge(

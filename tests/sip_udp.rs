@@ -527,7 +527,7 @@ async fn expiry_below_min_is_refused_423_and_above_max_is_lowered() {
 }
 
 #[tokio::test]
-async fn options_is_answered_200_and_other_methods_405_with_allow() {
+async fn options_is_answered_200_and_methods_outside_calls_405_with_allow() {
     let server = TestServer::start().await;
     let mut uac = Uac::new(&server, "alice", "alice-sip").await;
     let options = uac.call("OPTIONS", &[]).await;
@@ -538,11 +538,19 @@ async fn options_is_answered_200_and_other_methods_405_with_allow() {
             .is_some_and(|a| a.contains("REGISTER"))
     );
 
-    for method in ["INVITE", "SUBSCRIBE", "MESSAGE", "BYE"] {
+    for method in ["SUBSCRIBE", "MESSAGE", "NOTIFY"] {
         let resp = uac.call(method, &[]).await;
         assert_eq!(resp.code, 405, "{method}");
-        assert_eq!(resp.header("Allow"), Some("REGISTER, OPTIONS"), "{method}");
+        assert_eq!(
+            resp.header("Allow"),
+            Some("REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE"),
+            "{method}"
+        );
     }
+    // Calls are the proxy's: an INVITE from outside sip.trunks is forbidden, a BYE outside
+    // any call does not exist.
+    assert_eq!(uac.call("INVITE", &[]).await.code, 403);
+    assert_eq!(uac.call("BYE", &[]).await.code, 481);
 
     // ACK is never answered.
     let ack = uac.request("ACK", &[]);

@@ -282,6 +282,20 @@ pub async fn serve(
         keys: TxKeys::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
+    // The proxy's Via and Record-Route name this socket; the core's datagrams leave from it.
+    if let Ok(addr) = listener.sock.local_addr() {
+        let _ = listener.handle.call(Command::SipListening { addr }).await;
+    }
+    if let Some(mut outgoing) = listener.handle.take_sip_outgoing() {
+        let sock = listener.sock.clone();
+        tokio::spawn(async move {
+            while let Some((to, bytes)) = outgoing.recv().await {
+                if let Err(e) = sock.send_to(&bytes, to).await {
+                    tracing::debug!(%to, error = %e, "SIP send failed");
+                }
+            }
+        });
+    }
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
     loop {
@@ -324,8 +338,25 @@ impl Listener {
             self.limit = cfg.sip.max_failed_auth_per_minute;
         }
         let req = match parse(bytes) {
-            Ok(SipMessage::Request(r)) => r,
-            Ok(SipMessage::Response(_)) => return,
+            Ok(SipMessage::Request(r))
+                if r.method == "REGISTER"
+                    || (!matches!(r.method.as_str(), "INVITE" | "ACK" | "CANCEL" | "BYE")
+                        && !r.header("To").is_some_and(|to| to.contains("tag="))) =>
+            {
+                r
+            }
+            // Calls: everything else goes to the core's proxy, in arrival order.
+            Ok(message) => {
+                self.metrics.call_messages.inc();
+                let cmd = Command::Sip {
+                    from: src,
+                    message: Box::new(message),
+                };
+                if !self.handle.sip(cmd) {
+                    self.metrics.overloaded.inc();
+                }
+                return;
+            }
             Err(ParseError::Empty) => {
                 self.metrics.keepalives.inc();
                 return;

@@ -201,6 +201,11 @@ impl RedbStore {
             out.outbox
                 .push(decode("outbox", || uuid(k.value()), v.value())?);
         }
+        for entry in txn.open_table(DIALOGS)?.iter()? {
+            let (k, v) = entry?;
+            out.dialogs
+                .push(decode("dialogs", || uuid(k.value()), v.value())?);
+        }
         Ok(out)
     }
 
@@ -331,6 +336,7 @@ impl RedbStore {
             copy_table(&src, &dst, DRAFTS)?;
             copy_table(&src, &dst, AGENTS)?;
             copy_table(&src, &dst, OUTBOX)?;
+            copy_table(&src, &dst, DIALOGS)?;
             dst.commit()?;
         }
         drop(src);
@@ -396,6 +402,7 @@ struct WriteTables<'txn> {
     drafts: Table<'txn, (u128, u128), &'static [u8]>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     outbox: Table<'txn, u128, &'static [u8]>,
+    dialogs: Table<'txn, u128, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -414,6 +421,7 @@ impl<'txn> WriteTables<'txn> {
             drafts: txn.open_table(DRAFTS)?,
             agents: txn.open_table(AGENTS)?,
             outbox: txn.open_table(OUTBOX)?,
+            dialogs: txn.open_table(DIALOGS)?,
         })
     }
 
@@ -495,6 +503,16 @@ impl<'txn> WriteTables<'txn> {
             }
             Write::OutboxDone { message } => {
                 self.outbox.remove(message.as_u128())?;
+                Ok(())
+            }
+            Write::Dialog(d) => {
+                let key = d.conversation.as_u128();
+                let bytes = encode("dialogs", || uuid(key), d)?;
+                self.dialogs.insert(key, bytes.as_slice())?;
+                Ok(())
+            }
+            Write::DialogEnded { conversation } => {
+                self.dialogs.remove(conversation.as_u128())?;
                 Ok(())
             }
         }
