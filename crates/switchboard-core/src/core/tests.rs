@@ -792,7 +792,11 @@ fn across_queues_the_customer_waiting_longest_is_offered_first() {
     let (_, _) = sim.online("alice");
     assert_eq!(sim.conv(older).status, Status::Offered);
     assert_eq!(sim.conv(older).agent.as_deref(), Some("alice"));
-    assert_eq!(sim.conv(newer).status, Status::InQueue, "alice has room for one chat");
+    assert_eq!(
+        sim.conv(newer).status,
+        Status::InQueue,
+        "alice has room for one chat"
+    );
 }
 
 #[test]
