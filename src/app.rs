@@ -1,54 +1,16 @@
 //! Application layer: wires the store, the driver, the HTTP router and the SIP listener
 //! together on listeners bound by the caller (port 0 in tests), and runs them until shutdown.
 
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::driver::{Clock, Driver, Handle};
 use crate::http::{AppState, router};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::TlsSettings;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-
-/// The configuration in force, replaceable at run time (SIGHUP reload). Readers that cache
-/// something derived from it compare [`SharedConfig::generation`].
-#[derive(Debug, Clone)]
-pub struct SharedConfig {
-    current: Arc<std::sync::RwLock<Arc<Config>>>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl SharedConfig {
-    pub fn new(cfg: Arc<Config>) -> SharedConfig {
-        SharedConfig {
-            current: Arc::new(std::sync::RwLock::new(cfg)),
-            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        }
-    }
-
-    pub fn get(&self) -> Arc<Config> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Installs a new configuration (already validated).
-    pub fn set(&self, cfg: Arc<Config>) {
-        match self.current.write() {
-            Ok(mut c) => *c = cfg,
-            Err(p) => *p.into_inner() = cfg,
-        }
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Bumped by every [`SharedConfig::set`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
 
 /// Sockets bound before the application starts.
 #[derive(Debug)]
@@ -112,7 +74,8 @@ impl App {
         let tls = cfg.server.tls.as_ref().map(TlsSettings::load).transpose()?;
         let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
         let (driver, handle) = Driver::start(cfg.clone(), store.clone(), clock, Some(outbound_tx))?;
-        let state = AppState::new(handle.clone(), store, SharedConfig::new(cfg));
+        let metrics = Arc::new(Metrics::new(handle.metrics.clone()));
+        let state = AppState::new(handle.clone(), store, SharedConfig::new(cfg), metrics);
         Ok(App {
             handle,
             state,
@@ -169,6 +132,7 @@ impl App {
                 sock,
                 handle.clone(),
                 state.shared_config(),
+                state.metrics.sip.clone(),
                 stopped(stop_rx.clone()),
             ))
         });

@@ -1,7 +1,8 @@
 //! Configuration: the `config.toml` schema, its defaults, and validation.
 //!
-//! Pure: parsing and validation only. The one piece of I/O is [`Config::load`], which reads the
-//! file. No sockets, no clock, no tokio. Every section and key has a default, so an empty file
+//! Pure: parsing and validation only, plus [`SharedConfig`], the configuration in force that a
+//! reload replaces (handed to the adapters). The one piece of I/O is [`Config::load`], which
+//! reads the file. No sockets, no clock, no tokio. Every section and key has a default, so an empty file
 //! (or no file at all, via [`Config::default`]) is a valid configuration that listens on
 //! loopback only. Unknown keys are rejected by name; validation reports every problem at once,
 //! each prefixed with the key path it concerns (`agents[2].queues: ...`).
@@ -9,16 +10,50 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 mod file;
-pub use file::Problem;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
+
+/// One problem of a configuration, with its place in the file when it was read from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), for syntax and schema errors.
+    pub column: Option<usize>,
+    /// What is wrong, starting with the key path it concerns (`agents[2].queues: ...`).
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with no place in a file (a configuration built in code).
+    pub(super) fn unplaced(message: String) -> Problem {
+        Problem {
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -543,12 +578,6 @@ impl Config {
         }
     }
 
-    /// Parses and validates a configuration from TOML text. On failure the error lists every
-    /// problem of the text at once, in line order.
-    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
-        file::read(s)
-    }
-
     /// Reads, parses and validates the file at `path`. Every error names the file. Paths in
     /// the result are as written in the file (see [`Config::load_resolved`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -587,7 +616,7 @@ impl Config {
             k.key_sha256 = HIDDEN.to_owned();
         }
         if let Some(url) = &mut c.store.postgres_url {
-            *url = crate::store::postgres::redact(url);
+            *url = redact_url(url);
         }
         c
     }
@@ -1066,6 +1095,66 @@ fn check_log_level(s: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The configuration in force, replaceable at run time (SIGHUP reload). Readers that cache
+/// something derived from it compare [`SharedConfig::generation`].
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    current: Arc<std::sync::RwLock<Arc<Config>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedConfig {
+    pub fn new(cfg: Arc<Config>) -> SharedConfig {
+        SharedConfig {
+            current: Arc::new(std::sync::RwLock::new(cfg)),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Config> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new configuration (already validated).
+    pub fn set(&self, cfg: Arc<Config>) {
+        match self.current.write() {
+            Ok(mut c) => *c = cfg,
+            Err(p) => *p.into_inner() = cfg,
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bumped by every [`SharedConfig::set`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A database URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:…{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]

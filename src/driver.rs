@@ -155,10 +155,15 @@ enum Request {
     },
 }
 
+/// SIP datagrams the core asked to send (destination, bytes), in order, after their commit.
+pub type SipOutgoing = mpsc::UnboundedReceiver<(std::net::SocketAddr, Vec<u8>)>;
+
 /// The adapters' way in: cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Request>,
+    /// Taken once by the SIP adapter.
+    sip_out: Arc<std::sync::Mutex<Option<SipOutgoing>>>,
     pub metrics: Arc<DriverMetrics>,
     pub clock: Clock,
 }
@@ -180,6 +185,21 @@ impl Handle {
             .await
             .map_err(|_| CallError::Unavailable)?;
         rx.await.map_err(|_| CallError::Unavailable)
+    }
+
+    /// Hands a SIP message to the core without waiting for it, keeping the arrival order;
+    /// false when the driver's queue is full (the datagram is dropped; the peer retransmits).
+    pub fn sip(&self, cmd: Command) -> bool {
+        let (reply, _) = oneshot::channel();
+        self.tx.try_send(Request::Call { cmd, reply }).is_ok()
+    }
+
+    /// The stream of SIP datagrams to send (once: the SIP adapter takes it).
+    pub fn take_sip_outgoing(&self) -> Option<SipOutgoing> {
+        self.sip_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Runs one command; the reply comes after its batch is on disk.
@@ -383,6 +403,9 @@ pub struct Driver {
     hub: Hub,
     outbound: Option<mpsc::UnboundedSender<OutboxItem>>,
     metrics: Arc<DriverMetrics>,
+    sip_tx: mpsc::UnboundedSender<(std::net::SocketAddr, Vec<u8>)>,
+    /// SIP datagrams of the current batch, sent after its commit.
+    sip_pending: Vec<(std::net::SocketAddr, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -417,8 +440,10 @@ impl Driver {
         store.apply(&core.take_writes())?;
         let (tx, rx) = mpsc::channel(4096);
         let metrics = Arc::new(DriverMetrics::default());
+        let (sip_tx, sip_rx) = mpsc::unbounded_channel();
         let handle = Handle {
             tx,
+            sip_out: Arc::new(std::sync::Mutex::new(Some(sip_rx))),
             metrics: metrics.clone(),
             clock: clock.clone(),
         };
@@ -430,6 +455,8 @@ impl Driver {
             hub: Hub::default(),
             outbound,
             metrics,
+            sip_tx,
+            sip_pending: Vec::new(),
         };
         Ok((driver, handle))
     }
@@ -574,6 +601,9 @@ impl Driver {
         }
         for reply in replies {
             reply();
+        }
+        for datagram in self.sip_pending.drain(..) {
+            let _ = self.sip_tx.send(datagram);
         }
         let mut dropped = Vec::new();
         for (socket, tx, key, frame) in pending {
@@ -753,6 +783,7 @@ impl Driver {
                         let _ = out.send(*item);
                     }
                 }
+                Effect::SipSend { to, bytes } => self.sip_pending.push((to, bytes)),
             }
         }
     }

@@ -6,6 +6,7 @@
 //! - [`store`]: redb tables and the record codec;
 //! - [`driver`]: the one loop that reads the clock, owns the core and commits batches;
 //!   [`fanout`]: its per-socket frame queues, coalesced per entity;
+//! - [`metrics`]: the Prometheus registry, built at start-up and handed to the adapters;
 //! - adapters: [`http`] (REST, WebSockets, pages), the SIP UDP listener;
 //! - adapters: [`tls`] (HTTPS on the HTTP listener);
 //! - [`app`]: wires listeners, store, driver and adapters together;
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod driver;
 pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod outbound;
 pub mod service;
 pub mod sip;

@@ -5,12 +5,10 @@
 //! config and the router type only; no core, store or driver.
 
 use crate::config::TlsConfig;
-use axum::Router;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -105,22 +103,4 @@ fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
-}
-
-/// Serves `app` over TLS on `listener` until `stop` resolves, with the default connection
-/// limits (see [`crate::http::server::serve`]).
-pub async fn serve(
-    listener: TcpListener,
-    tls: TlsSettings,
-    app: Router,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    crate::http::server::serve(
-        listener,
-        Some(tls),
-        app,
-        crate::http::server::ConnectionLimits::default(),
-        stop,
-    )
-    .await
 }

@@ -854,10 +854,11 @@ async fn tls_server_passes_the_client_address_and_upgrades_websockets() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchboard::tls::serve(
+    let server = tokio::spawn(switchboard::http::server::serve(
         listener,
-        settings,
+        Some(settings),
         router,
+        switchboard::http::server::ConnectionLimits::default(),
         async move {
             let _ = stop_rx.await;
         },

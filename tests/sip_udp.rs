@@ -7,14 +7,12 @@ mod common;
 use common::{START_WALL, TestServer};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard::core::model::{Presence, Role};
 use switchboard::core::{Command, Reply};
 use switchboard::driver::{FrameRx, Outgoing};
 use switchboard::sip::message::{Response, SipMessage, parse};
 use switchboard::sip::registrar::{digest_ha1, digest_response};
-use switchboard::sip::udp::METRICS;
 use tokio::net::UdpSocket;
 
 /// How long to wait for an answer that must come.
@@ -296,7 +294,7 @@ async fn register_is_challenged_then_accepted_listing_the_binding_with_its_expir
 #[tokio::test]
 async fn a_retransmitted_request_gets_the_same_answer_again() {
     let server = TestServer::start().await;
-    let before = METRICS.retransmissions.load(Ordering::Relaxed);
+    let before = server.metrics.sip.retransmissions.get();
     let mut uac = Uac::new(&server, "alice", "alice-sip").await;
     let contact = format!("Contact: <{}>", uac.contact());
 
@@ -316,7 +314,7 @@ async fn a_retransmitted_request_gets_the_same_answer_again() {
     assert_eq!(ok.code, 200);
     uac.send(authenticated.as_bytes()).await;
     assert_eq!(uac.answer().await, ok);
-    assert!(METRICS.retransmissions.load(Ordering::Relaxed) >= before + 2);
+    assert!(server.metrics.sip.retransmissions.get() >= before + 2);
 }
 
 #[tokio::test]
@@ -387,7 +385,7 @@ async fn expires_zero_removes_one_binding_and_contact_star_removes_all() {
 #[tokio::test]
 async fn wrong_password_gets_401_with_a_fresh_nonce_and_registers_nothing() {
     let server = TestServer::start().await;
-    let before = METRICS.auth_failures.load(Ordering::Relaxed);
+    let before = server.metrics.sip.auth_failures.get();
     let mut intruder = Uac::new(&server, "alice", "guessed").await;
     let contact = format!("Contact: <{}>", intruder.contact());
     let first = intruder
@@ -406,7 +404,7 @@ async fn wrong_password_gets_401_with_a_fresh_nonce_and_registers_nothing() {
         !www.contains("stale"),
         "a wrong password is not stale: {www}"
     );
-    assert!(METRICS.auth_failures.load(Ordering::Relaxed) > before);
+    assert!(server.metrics.sip.auth_failures.get() > before);
 
     // An unknown agent looks exactly like a wrong password.
     let mut stranger = Uac::new(&server, "mallory", "x").await;
@@ -429,7 +427,7 @@ async fn repeated_auth_failures_throttle_the_user_at_that_source_for_a_minute() 
     for _ in 0..3 {
         assert_eq!(intruder.register_with_credentials(&[]).await.code, 401);
     }
-    let throttled = METRICS.throttled.load(Ordering::Relaxed);
+    let throttled = server.metrics.sip.throttled.get();
     let auth = intruder.authorization("REGISTER");
     let text = intruder.request("REGISTER", &[auth]);
     intruder.send(text.as_bytes()).await;
@@ -437,7 +435,7 @@ async fn repeated_auth_failures_throttle_the_user_at_that_source_for_a_minute() 
         intruder.answer_within(SILENCE).await.is_none(),
         "a throttled user at that source gets no answer"
     );
-    assert!(METRICS.throttled.load(Ordering::Relaxed) > throttled);
+    assert!(server.metrics.sip.throttled.get() > throttled);
     // Another agent behind the same address is not locked out.
     let mut bob = Uac::new(&server, "bob", "bob-sip").await;
     assert_eq!(bob.register(&[]).await.code, 200);
@@ -529,7 +527,7 @@ async fn expiry_below_min_is_refused_423_and_above_max_is_lowered() {
 }
 
 #[tokio::test]
-async fn options_is_answered_200_and_other_methods_405_with_allow() {
+async fn options_is_answered_200_and_methods_outside_calls_405_with_allow() {
     let server = TestServer::start().await;
     let mut uac = Uac::new(&server, "alice", "alice-sip").await;
     let options = uac.call("OPTIONS", &[]).await;
@@ -540,11 +538,19 @@ async fn options_is_answered_200_and_other_methods_405_with_allow() {
             .is_some_and(|a| a.contains("REGISTER"))
     );
 
-    for method in ["INVITE", "SUBSCRIBE", "MESSAGE", "BYE"] {
+    for method in ["SUBSCRIBE", "MESSAGE", "NOTIFY"] {
         let resp = uac.call(method, &[]).await;
         assert_eq!(resp.code, 405, "{method}");
-        assert_eq!(resp.header("Allow"), Some("REGISTER, OPTIONS"), "{method}");
+        assert_eq!(
+            resp.header("Allow"),
+            Some("REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE"),
+            "{method}"
+        );
     }
+    // Calls are the proxy's: an INVITE from outside sip.trunks is forbidden, a BYE outside
+    // any call does not exist.
+    assert_eq!(uac.call("INVITE", &[]).await.code, 403);
+    assert_eq!(uac.call("BYE", &[]).await.code, 481);
 
     // ACK is never answered.
     let ack = uac.request("ACK", &[]);
@@ -569,7 +575,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 async fn garbage_is_dropped_and_counted_and_the_listener_keeps_serving() {
     let server = TestServer::start().await;
     let mut uac = Uac::new(&server, "alice", "alice-sip").await;
-    let before = METRICS.garbage.load(Ordering::Relaxed);
+    let before = server.metrics.sip.garbage.get();
     let register = uac.request("REGISTER", &[format!("Contact: <{}>", uac.contact())]);
     let mut garbage: Vec<Vec<u8>> = (0..20)
         .map(|i| noise(i + 1, 16 + 97 * i as usize))
@@ -600,7 +606,7 @@ async fn garbage_is_dropped_and_counted_and_the_listener_keeps_serving() {
     let ok = uac.register_for(30).await;
     assert_eq!(bindings(&ok), vec![(uac.contact(), 30)]);
     // Other tests in this process may add garbage of their own, never remove any.
-    let counted = METRICS.garbage.load(Ordering::Relaxed) - before;
+    let counted = server.metrics.sip.garbage.get() - before;
     assert!(
         counted >= garbage.len() as u64,
         "{counted} of {} garbage datagrams counted",

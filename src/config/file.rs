@@ -10,51 +10,26 @@
 //! no problem is reported about a value the file does not actually hold.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{AgentConfig, ApiKeyConfig, Config, ConfigError, QueueConfig, SupervisorConfig};
+use super::{
+    AgentConfig, ApiKeyConfig, Config, ConfigError, Problem, QueueConfig, SupervisorConfig,
+};
 
-/// One problem of a configuration, with its place in the file when it was read from one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based line of the file.
-    pub line: Option<usize>,
-    /// 1-based column (in characters), for syntax and schema errors.
-    pub column: Option<usize>,
-    /// What is wrong, starting with the key path it concerns (`agents[2].queues: ...`).
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem with no place in a file (a configuration built in code).
-    pub(super) fn unplaced(message: String) -> Problem {
-        Problem {
-            line: None,
-            column: None,
-            message,
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(line), Some(column)) => {
-                write!(f, "line {line}, column {column}: {}", self.message)
-            }
-            (Some(line), None) => write!(f, "line {line}: {}", self.message),
-            _ => f.write_str(&self.message),
-        }
+impl Config {
+    /// Parses and validates a configuration from TOML text. On failure the error lists every
+    /// problem of the text at once, in line order.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        read(s)
     }
 }
 
 /// Parses and validates `text`: the configuration, or every problem found.
-pub(super) fn read(text: &str) -> Result<Config, ConfigError> {
+fn read(text: &str) -> Result<Config, ConfigError> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let mut problems: Vec<Problem> = syntax

@@ -4,10 +4,9 @@
 //! bounded number at once);
 //! sessions live in the core.
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Bearer, ClientIp, new_token, token_hash};
-use super::rest::Body;
+use super::extract::{Bearer, Body, ClientIp, new_token, token_hash};
+use super::state::AppState;
 use crate::core::Command;
 use crate::core::Reply;
 use crate::core::model::Role;
@@ -154,15 +153,12 @@ impl PasswordChecks {
     }
 }
 
-/// The rate limiters of one router and the counters `/metrics` shows for them.
+/// The rate limiters of one router (what they refuse is counted in the state's metrics).
 #[derive(Debug, Default)]
 pub struct Guard {
     pub logins: RateLimiter,
     pub chats: RateLimiter,
     pub passwords: PasswordChecks,
-    pub failed_logins: AtomicU64,
-    pub login_rate_limited: AtomicU64,
-    pub chats_rate_limited: AtomicU64,
 }
 
 impl Guard {
@@ -172,7 +168,7 @@ impl Guard {
         if self.logins.allow(ip, state.handle.now().mono, per_minute) {
             Ok(())
         } else {
-            self.login_rate_limited.fetch_add(1, Ordering::Relaxed);
+            state.metrics.http.login_rate_limited.inc();
             Err(ApiError::rate_limited())
         }
     }
@@ -183,7 +179,7 @@ impl Guard {
         if self.chats.allow(ip, state.handle.now().mono, per_minute) {
             Ok(())
         } else {
-            self.chats_rate_limited.fetch_add(1, Ordering::Relaxed);
+            state.metrics.http.chats_rate_limited.inc();
             Err(ApiError::rate_limited())
         }
     }
@@ -252,7 +248,7 @@ pub async fn login(
     if username.chars().count() > MAX_CREDENTIAL_CHARS
         || password.chars().count() > MAX_CREDENTIAL_CHARS
     {
-        guard.failed_logins.fetch_add(1, Ordering::Relaxed);
+        state.metrics.http.failed_logins.inc();
         return Err(ApiError::unauthorized());
     }
     let cfg = state.config();
@@ -283,7 +279,7 @@ pub async fn login(
         None => false,
     };
     let Some(role) = role.filter(|_| verified) else {
-        guard.failed_logins.fetch_add(1, Ordering::Relaxed);
+        state.metrics.http.failed_logins.inc();
         return Err(ApiError::unauthorized());
     };
     let token = new_token();
@@ -319,7 +315,7 @@ pub async fn login(
 /// `conversations_open` while voice or chat work is open).
 pub async fn logout(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     let reply = state.handle.call(Command::Logout { token }).await?;
-    Ok(super::rest::ok(reply))
+    Ok(super::reply::ok(reply))
 }
 
 /// An integration authenticated by `Authorization: Bearer <key>` against `[[api_keys]]`;

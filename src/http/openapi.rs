@@ -1085,7 +1085,13 @@ mod tests {
         let (driver, handle) =
             Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
         tokio::spawn(driver.run(std::future::pending::<()>()));
-        AppState::new(handle, store, crate::app::SharedConfig::new(cfg))
+        let metrics = Arc::new(crate::metrics::Metrics::new(handle.metrics.clone()));
+        AppState::new(
+            handle,
+            store,
+            crate::config::SharedConfig::new(cfg),
+            metrics,
+        )
     }
 
     #[test]

@@ -1,31 +1,26 @@
 //! HTTP adapter: the REST API (docs/api.md) under `/api/v1` (plus `/healthz`, `/readyz`,
 //! `/metrics`). Handlers are thin: authenticate, validate the JSON, turn it into a
-//! [`Command`](crate::core::Command), and map the core's [`Reply`] back to JSON. Every rule
+//! [`Command`](crate::core::Command), and map the core's reply back to JSON. Every rule
 //! (roles, ownership, states) lives in the core; every error goes through [`ApiError`].
+//! The handlers in `rest/*.rs` import nothing from this module: it only routes to them.
 
 mod agent;
 mod customer;
 mod integration;
 mod supervisor;
 
-use super::AppState;
 use super::auth::{self, Guard};
-use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::error::ApiError;
+use super::state::AppState;
 use super::{openapi, ops};
-use crate::core::Reply;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
-use serde_json::json;
+use axum::{Extension, Router};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// Every REST route, the health and metrics endpoints and the OpenAPI document, with the
-/// per-router rate limiters and their counters (one [`Guard`] per router).
+/// per-router rate limiters (one [`Guard`] per router).
 pub fn routes() -> Router<AppState> {
     let guard = Arc::new(Guard::default());
     Router::new()
@@ -86,8 +81,8 @@ pub fn routes() -> Router<AppState> {
 
 /// Refuses every REST request with `?token=` (401): only WebSocket routes take a token in
 /// the URL, where browsers cannot send a header.
-async fn refuse_query_token(req: Request, next: axum::middleware::Next) -> Response {
-    if super::extract::query_token(req.uri().query()).is_some() {
+async fn refuse_query_token(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if super::extract::query_token(req.uri()).is_some() {
         return super::extract::query_token_refused().into_response();
     }
     next.run(req).await
@@ -112,114 +107,9 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// A JSON body of at most `limits.max_body_bytes` (413 `payload_too_large` beyond, whether
-/// announced by `Content-Length` or streamed); otherwise exactly [`ApiJson`]. The router's
-/// own limit is the larger one inbound emails need.
-#[derive(Debug, Clone)]
-pub struct Body<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let max = state.config().limits.max_body_bytes;
-        let too_large =
-            || ApiError::too_large("the request body is larger than limits.max_body_bytes");
-        let announced = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
-        let (parts, body) = req.into_parts();
-        let limited = axum::body::Body::new(http_body_util::Limited::new(body, max));
-        let ApiJson(v) =
-            ApiJson::<T>::from_request(Request::from_parts(parts, limited), state).await?;
-        Ok(Body(v))
-    }
-}
-
-/// A UUID path segment (`{id}`, `{group_id}`); anything else is a 400 `invalid_request`.
-#[derive(Debug, Clone, Copy)]
-pub struct IdPath(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::invalid(e.body_text()))?;
-        Uuid::parse_str(&raw)
-            .map(IdPath)
-            .map_err(|_| ApiError::invalid(format!("{raw:?} is not a UUID")))
-    }
-}
-
-/// A queue id path segment.
-#[derive(Debug, Clone)]
-pub struct QueuePath(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(q)| QueuePath(q))
-            .map_err(|e| ApiError::invalid(e.body_text()))
-    }
-}
-
-/// The core's answer as JSON with `status`: the view it carries, or `{"ok": true}`.
-pub fn respond(status: StatusCode, reply: Reply) -> Response {
-    match reply {
-        Reply::Conversation(v) => (status, Json(v)).into_response(),
-        Reply::Conversations(v) => (status, Json(v)).into_response(),
-        Reply::Snapshot(s) => (status, Json(s)).into_response(),
-        Reply::Agents(v) => (status, Json(v)).into_response(),
-        Reply::Queues(v) => (status, Json(v)).into_response(),
-        Reply::Alerts(v) => (status, Json(v)).into_response(),
-        Reply::Chat(s) => (status, Json(s)).into_response(),
-        Reply::ChatStarted {
-            conversation_id,
-            group_id,
-        } => (
-            status,
-            Json(json!({ "conversation_id": conversation_id, "group_id": group_id })),
-        )
-            .into_response(),
-        Reply::Done | Reply::LoggedIn { .. } | Reply::Principal(_) | Reply::Bindings(_) => {
-            (status, Json(json!({ "ok": true }))).into_response()
-        }
-    }
-}
-
-/// `200` with the reply.
-pub fn ok(reply: Reply) -> Response {
-    respond(StatusCode::OK, reply)
-}
-
-/// A message text: trimmed, not empty (400), at most `max` characters (413).
-pub fn message_text(text: &str, max: usize, field: &str) -> ApiResult<String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(ApiError::invalid(format!("{field} must not be empty")));
-    }
-    if t.chars().count() > max {
-        return Err(ApiError::too_large(format!(
-            "{field} is longer than limits.max_message_chars ({max} characters)"
-        )));
-    }
-    Ok(t.to_string())
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::app::SharedConfig;
-    use crate::config::Config;
+    use crate::config::{Config, SharedConfig};
     use crate::driver::{Clock, Driver};
     use crate::http::{AppState, router};
     use crate::store::Store;
@@ -235,7 +125,13 @@ mod tests {
         let (driver, handle) =
             Driver::start(cfg.clone(), store.clone(), Clock::manual(0), None).unwrap();
         tokio::spawn(driver.run(std::future::pending::<()>()));
-        let app = router(AppState::new(handle, store, SharedConfig::new(cfg)));
+        let metrics = Arc::new(crate::metrics::Metrics::new(handle.metrics.clone()));
+        let app = router(AppState::new(
+            handle,
+            store,
+            SharedConfig::new(cfg),
+            metrics,
+        ));
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
             Ok(br#"{"queue": "support", "name": ""#.to_vec()),
             Ok(vec![b'a'; max]),

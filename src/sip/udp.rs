@@ -6,17 +6,18 @@
 //! transaction (RFC 3261 §17.2.2): it gets the response already sent, or nothing while the
 //! first copy is still being committed, and never a second pass through the registrar.
 
-use super::message::{ParseError, Request, SipMessage, parse, response_to};
-use super::registrar::{BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok};
-use crate::app::SharedConfig;
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::core::{BindingUpdate, Command, Rejection, Reply};
 use crate::driver::{CallError, Handle};
+use crate::metrics::SipMetrics;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use switchboard_core::sip::message::{ParseError, Request, SipMessage, parse, response_to};
+use switchboard_core::sip::registrar::{
+    BindingChange, Outcome, Registrar, RegistrarConfig, registered_ok,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
@@ -33,35 +34,6 @@ const RECV_BATCH: usize = 64;
 /// datagrams/s the default ~208 KiB overflows after a 20 ms pause of the listener thread, and
 /// every datagram lost there costs the phone a retransmission timeout.
 const RECV_BUFFER_BYTES: usize = 4 << 20;
-
-/// Counters of the SIP listener (for `/metrics`).
-#[derive(Debug, Default)]
-pub struct SipMetrics {
-    pub datagrams: AtomicU64,
-    pub garbage: AtomicU64,
-    pub keepalives: AtomicU64,
-    pub registers_ok: AtomicU64,
-    pub challenges: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub throttled: AtomicU64,
-    /// Retransmitted requests answered from their server transaction.
-    pub retransmissions: AtomicU64,
-    /// Authenticated REGISTERs dropped because too many were already waiting for the core.
-    pub overloaded: AtomicU64,
-}
-
-/// The process-wide SIP counters.
-pub static METRICS: SipMetrics = SipMetrics {
-    datagrams: AtomicU64::new(0),
-    garbage: AtomicU64::new(0),
-    keepalives: AtomicU64::new(0),
-    registers_ok: AtomicU64::new(0),
-    challenges: AtomicU64::new(0),
-    auth_failures: AtomicU64::new(0),
-    throttled: AtomicU64::new(0),
-    retransmissions: AtomicU64::new(0),
-    overloaded: AtomicU64::new(0),
-};
 
 /// The registrar settings from the configuration.
 pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
@@ -269,6 +241,7 @@ struct Listener {
     sock: Arc<UdpSocket>,
     handle: Handle,
     config: SharedConfig,
+    metrics: SipMetrics,
     generation: u64,
     registrar: Registrar,
     limit: u32,
@@ -283,6 +256,7 @@ pub async fn serve(
     sock: UdpSocket,
     handle: Handle,
     config: SharedConfig,
+    metrics: SipMetrics,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let cfg = config.get();
@@ -302,11 +276,26 @@ pub async fn serve(
         registrar: Registrar::new(registrar_config(&cfg), secret, credentials(&cfg)),
         limit: cfg.sip.max_failed_auth_per_minute,
         config,
+        metrics,
         throttle: Throttle::default(),
         transactions: SharedTransactions::default(),
         keys: TxKeys::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     };
+    // The proxy's Via and Record-Route name this socket; the core's datagrams leave from it.
+    if let Ok(addr) = listener.sock.local_addr() {
+        let _ = listener.handle.call(Command::SipListening { addr }).await;
+    }
+    if let Some(mut outgoing) = listener.handle.take_sip_outgoing() {
+        let sock = listener.sock.clone();
+        tokio::spawn(async move {
+            while let Some((to, bytes)) = outgoing.recv().await {
+                if let Err(e) = sock.send_to(&bytes, to).await {
+                    tracing::debug!(%to, error = %e, "SIP send failed");
+                }
+            }
+        });
+    }
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(stop);
     loop {
@@ -340,7 +329,7 @@ pub async fn serve(
 
 impl Listener {
     async fn datagram(&mut self, bytes: &[u8], src: SocketAddr) {
-        METRICS.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.metrics.datagrams.inc();
         if self.config.generation() != self.generation {
             // Reloaded: new agents and SIP passwords apply to the next request.
             self.generation = self.config.generation();
@@ -349,14 +338,31 @@ impl Listener {
             self.limit = cfg.sip.max_failed_auth_per_minute;
         }
         let req = match parse(bytes) {
-            Ok(SipMessage::Request(r)) => r,
-            Ok(SipMessage::Response(_)) => return,
+            Ok(SipMessage::Request(r))
+                if r.method == "REGISTER"
+                    || (!matches!(r.method.as_str(), "INVITE" | "ACK" | "CANCEL" | "BYE")
+                        && !r.header("To").is_some_and(|to| to.contains("tag="))) =>
+            {
+                r
+            }
+            // Calls: everything else goes to the core's proxy, in arrival order.
+            Ok(message) => {
+                self.metrics.call_messages.inc();
+                let cmd = Command::Sip {
+                    from: src,
+                    message: Box::new(message),
+                };
+                if !self.handle.sip(cmd) {
+                    self.metrics.overloaded.inc();
+                }
+                return;
+            }
             Err(ParseError::Empty) => {
-                METRICS.keepalives.fetch_add(1, Ordering::Relaxed);
+                self.metrics.keepalives.inc();
                 return;
             }
             Err(e) => {
-                METRICS.garbage.fetch_add(1, Ordering::Relaxed);
+                self.metrics.garbage.inc();
                 tracing::debug!(%src, error = %e, "dropped malformed SIP datagram");
                 return;
             }
@@ -364,7 +370,7 @@ impl Listener {
         let now = self.handle.now();
         if let Some(user) = self.registrar.claimed_user(&req) {
             if self.throttle.blocked(now.wall, src.ip(), &user, self.limit) {
-                METRICS.throttled.fetch_add(1, Ordering::Relaxed);
+                self.metrics.throttled.inc();
                 return;
             }
         }
@@ -374,11 +380,11 @@ impl Listener {
             match seen {
                 Seen::New => {}
                 Seen::InProgress => {
-                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retransmissions.inc();
                     return;
                 }
                 Seen::Answered(response) => {
-                    METRICS.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retransmissions.inc();
                     let _ = self.sock.send_to(&response, src).await;
                     return;
                 }
@@ -391,7 +397,7 @@ impl Listener {
             match self.in_flight.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    METRICS.overloaded.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.overloaded.inc();
                     if let Some(key) = &key {
                         lock(&self.transactions).abandon(key);
                     }
@@ -403,14 +409,14 @@ impl Listener {
         };
         let outcome = self.registrar.handle(now.wall, &req, src);
         if let Some(user) = self.registrar.take_wrong_digest() {
-            METRICS.auth_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.auth_failures.inc();
             self.throttle.failed(now.wall, src.ip(), user);
         }
         match outcome {
             Outcome::NoReply => {}
             Outcome::Reply(resp) => {
                 if resp.code == 401 {
-                    METRICS.challenges.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.challenges.inc();
                 }
                 let bytes = resp.serialize();
                 let _ = self.sock.send_to(&bytes, src).await;
@@ -428,6 +434,7 @@ impl Listener {
                 };
                 let (sock, handle) = (self.sock.clone(), self.handle.clone());
                 let transactions = self.transactions.clone();
+                let registers_ok = self.metrics.registers_ok.clone();
                 tokio::spawn(async move {
                     let resp = match handle
                         .call(Command::SipRegister {
@@ -437,7 +444,7 @@ impl Listener {
                         .await
                     {
                         Ok(Reply::Bindings(b)) => {
-                            METRICS.registers_ok.fetch_add(1, Ordering::Relaxed);
+                            registers_ok.inc();
                             registered_ok(&req, src, &b)
                         }
                         Ok(_) | Err(CallError::Unavailable) => {

@@ -1,8 +1,8 @@
 //! Store layer: the invariant check behind [`RedbStore::check_invariants`], for tests and for a
 //! debug-build check at boot. Reads everything in one read transaction; it never repairs.
 
-use super::StoreError;
 use super::codec;
+use super::error::StoreError;
 use super::redb::{RedbStore, pair, seq_key, uuid};
 use super::tables::*;
 use crate::core::model::{

@@ -10,8 +10,10 @@
 //! a [`StoreError::Corrupt`] naming its table and key.
 
 pub mod codec;
+mod error;
 mod invariants;
 pub mod postgres;
+mod query;
 pub mod redb;
 mod tables;
 
@@ -19,142 +21,16 @@ mod tables;
 mod tests;
 
 pub use codec::CodecError;
+pub use error::StoreError;
 pub use postgres::{Fence, PostgresOptions, PostgresStore};
+pub use query::SearchQuery;
 pub use redb::{FILE_NAME, RedbStore};
 pub use tables::SCHEMA_VERSION;
 
-use crate::config::Channel;
-use crate::core::model::{Conversation, Event, Message, Status};
+use crate::core::model::{Conversation, Event, Message};
 use crate::core::{Restored, Write};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("database error: {0}")]
-    Db(#[from] ::redb::Error),
-    #[error("PostgreSQL error: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(String),
-    #[error(
-        "this node no longer holds the cluster lease (its term {ours}, the lease's {current:?}): nothing was committed"
-    )]
-    Fenced { ours: i64, current: Option<i64> },
-    #[error("{0} is not supported by the PostgreSQL store ({1})")]
-    Unsupported(&'static str, &'static str),
-    #[error(
-        "the store was written by a newer switchboard (schema version {found}; this build supports up to {supported})"
-    )]
-    NewerSchema { found: u64, supported: u64 },
-    #[error("the store has schema version {found}, which this build cannot migrate to {supported}")]
-    OlderSchema { found: u64, supported: u64 },
-    #[error("corrupt record in table {table} at key {key}: {source}")]
-    Corrupt {
-        table: &'static str,
-        key: String,
-        #[source]
-        source: CodecError,
-    },
-    #[error("cannot encode a record for table {table} at key {key}: {source}")]
-    Encode {
-        table: &'static str,
-        key: String,
-        #[source]
-        source: CodecError,
-    },
-    #[error("index {index} names key {key}, which is missing from table {table}")]
-    Dangling {
-        index: &'static str,
-        table: &'static str,
-        key: String,
-    },
-    #[error(
-        "the store file {} is empty (0 bytes), which is not a store: a failed copy or restore? Restore it from a backup (switchboard backup / GET /api/v1/backup), or delete the file to start with an empty store",
-        path.display()
-    )]
-    EmptyFile { path: PathBuf },
-    #[error(
-        "the store file {} is damaged ({detail}); the server will not start on it. Restore the file from a backup (switchboard backup / GET /api/v1/backup) and start again; keep the damaged file aside for inspection",
-        path.display()
-    )]
-    Damaged { path: PathBuf, detail: String },
-    #[error("backup destination {0} already exists")]
-    BackupExists(PathBuf),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("cannot write JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-macro_rules! redb_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(::redb::Error::from(e))
-            }
-        }
-    )*};
-}
-redb_error!(
-    ::redb::DatabaseError,
-    ::redb::TransactionError,
-    ::redb::TableError,
-    ::redb::StorageError,
-    ::redb::CommitError,
-    ::redb::SetDurabilityError
-);
-
-/// Filters of the conversation search (`GET /conversations`); `None` matches everything.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchQuery {
-    pub status: Option<Status>,
-    pub queue: Option<String>,
-    /// Matches the conversation's current `agent` field.
-    pub agent: Option<String>,
-    pub channel: Option<Channel>,
-    /// Only conversations older than this one (ids sort by creation): the next page.
-    pub before: Option<Uuid>,
-    /// At most this many results; capped at [`SearchQuery::MAX_LIMIT`]; `0` finds nothing.
-    pub limit: usize,
-}
-
-impl SearchQuery {
-    pub const DEFAULT_LIMIT: usize = 100;
-    pub const MAX_LIMIT: usize = 1000;
-
-    fn matches(&self, c: &Conversation) -> bool {
-        self.status.is_none_or(|s| c.status == s)
-            && self.queue.as_deref().is_none_or(|q| c.queue == q)
-            && self
-                .agent
-                .as_deref()
-                .is_none_or(|a| c.agent.as_deref() == Some(a))
-            && self.channel.is_none_or(|ch| c.channel() == ch)
-    }
-}
-
-impl Default for SearchQuery {
-    fn default() -> Self {
-        SearchQuery {
-            status: None,
-            queue: None,
-            agent: None,
-            channel: None,
-            before: None,
-            limit: Self::DEFAULT_LIMIT,
-        }
-    }
-}
 
 /// The store: one interface over the two backends. Every method means the same on both;
 /// the few that only make sense for a file (`backup_to`) say so with
@@ -266,28 +142,4 @@ impl Store {
     pub fn check_invariants(&self) -> Result<(), String> {
         dispatch!(self, s => s.check_invariants())
     }
-}
-
-pub(crate) fn encode<T: Serialize>(
-    table: &'static str,
-    key: impl FnOnce() -> String,
-    value: &T,
-) -> Result<Vec<u8>, StoreError> {
-    codec::encode(value).map_err(|source| StoreError::Encode {
-        table,
-        key: key(),
-        source,
-    })
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(
-    table: &'static str,
-    key: impl FnOnce() -> String,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
-        table,
-        key: key(),
-        source,
-    })
 }

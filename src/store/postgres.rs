@@ -21,9 +21,12 @@
 //! the store's own, and a caller's thread waits for its statements (the driver calls the store
 //! from a blocking task).
 
-use super::{SearchQuery, StoreError, decode, encode};
+use super::error::{StoreError, decode, encode};
+use super::query::SearchQuery;
+use crate::config::redact_url as redact;
 use crate::core::model::{
-    AgentRecord, Conversation, Event, Message, Metadata, OriginKind, OutboxItem, Session, Thread,
+    AgentRecord, Conversation, Dialog, Event, Message, Metadata, OriginKind, OutboxItem, Session,
+    Thread,
 };
 use crate::core::view::ConversationView;
 use crate::core::{Restored, Write};
@@ -93,6 +96,7 @@ const KIND_SESSION: &str = "session";
 const KIND_DRAFT: &str = "draft";
 const KIND_AGENT: &str = "agent";
 const KIND_OUTBOX: &str = "outbox";
+const KIND_DIALOG: &str = "dialog";
 
 /// How to reach the database.
 #[derive(Clone, PartialEq, Eq)]
@@ -116,27 +120,6 @@ impl std::fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("readers", &self.readers)
             .finish()
-    }
-}
-
-/// The URL with any password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:…{}",
-                &url[..scheme_end + 3],
-                &rest[..colon],
-                &rest[at..]
-            ),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 
@@ -623,6 +606,10 @@ impl PostgresStore {
                     out.outbox
                         .push(decode::<OutboxItem>("outbox", || hex::encode(&key), &value)?);
                 }
+                for (key, value) in all_of(&tx, KIND_DIALOG).await? {
+                    out.dialogs
+                        .push(decode::<Dialog>("dialogs", || hex::encode(&key), &value)?);
+                }
                 tx.commit().await?;
                 Ok(out)
             })
@@ -949,6 +936,19 @@ impl Batch {
                 Write::OutboxDone { message } => {
                     b.delete(KIND_OUTBOX, message.as_bytes().to_vec());
                 }
+                Write::Dialog(d) => {
+                    let value = encode("dialogs", || d.conversation.to_string(), d)?;
+                    b.put(
+                        KIND_DIALOG,
+                        d.conversation.as_bytes().to_vec(),
+                        None,
+                        false,
+                        value,
+                    );
+                }
+                Write::DialogEnded { conversation } => {
+                    b.delete(KIND_DIALOG, conversation.as_bytes().to_vec());
+                }
             }
         }
         Ok(b)
@@ -1274,6 +1274,11 @@ async fn invariant_problems(client: &Client) -> Result<Vec<String>, StoreError> 
             KIND_AGENT => match crate::store::codec::decode::<AgentRecord>(value) {
                 Ok(a) if key == a.id.as_bytes() => None,
                 Ok(a) => Some(format!("holds agent {}", a.id)),
+                Err(e) => Some(e.to_string()),
+            },
+            KIND_DIALOG => match crate::store::codec::decode::<Dialog>(value) {
+                Ok(d) if key == d.conversation.as_bytes() => None,
+                Ok(d) => Some(format!("holds dialog {}", d.conversation)),
                 Err(e) => Some(e.to_string()),
             },
             KIND_OUTBOX => match crate::store::codec::decode::<OutboxItem>(value) {

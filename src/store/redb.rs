@@ -9,8 +9,10 @@
 //! writer. Stored bytes are never trusted: a record that does not decode is a
 //! [`StoreError::Corrupt`] naming its table and key.
 
+use super::codec;
+use super::error::{StoreError, decode, encode};
+use super::query::SearchQuery;
 use super::tables::*;
-use super::{SearchQuery, StoreError, codec, decode, encode};
 use crate::core::model::{Conversation, Event, Message, Metadata, Session, Status, Thread};
 use crate::core::view::ConversationView;
 use crate::core::{Restored, Write};
@@ -212,6 +214,11 @@ impl RedbStore {
             out.outbox
                 .push(decode("outbox", || uuid(k.value()), v.value())?);
         }
+        for entry in txn.open_table(DIALOGS)?.iter()? {
+            let (k, v) = entry?;
+            out.dialogs
+                .push(decode("dialogs", || uuid(k.value()), v.value())?);
+        }
         Ok(out)
     }
 
@@ -342,6 +349,7 @@ impl RedbStore {
             copy_table(&src, &dst, DRAFTS)?;
             copy_table(&src, &dst, AGENTS)?;
             copy_table(&src, &dst, OUTBOX)?;
+            copy_table(&src, &dst, DIALOGS)?;
             dst.commit()?;
         }
         drop(src);
@@ -407,6 +415,7 @@ struct WriteTables<'txn> {
     drafts: Table<'txn, (u128, u128), &'static [u8]>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     outbox: Table<'txn, u128, &'static [u8]>,
+    dialogs: Table<'txn, u128, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -425,6 +434,7 @@ impl<'txn> WriteTables<'txn> {
             drafts: txn.open_table(DRAFTS)?,
             agents: txn.open_table(AGENTS)?,
             outbox: txn.open_table(OUTBOX)?,
+            dialogs: txn.open_table(DIALOGS)?,
         })
     }
 
@@ -506,6 +516,16 @@ impl<'txn> WriteTables<'txn> {
             }
             Write::OutboxDone { message } => {
                 self.outbox.remove(message.as_u128())?;
+                Ok(())
+            }
+            Write::Dialog(d) => {
+                let key = d.conversation.as_u128();
+                let bytes = encode("dialogs", || uuid(key), d)?;
+                self.dialogs.insert(key, bytes.as_slice())?;
+                Ok(())
+            }
+            Write::DialogEnded { conversation } => {
+                self.dialogs.remove(conversation.as_u128())?;
                 Ok(())
             }
         }

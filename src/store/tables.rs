@@ -55,3 +55,6 @@ pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 
 /// Message id → OutboxItem record: replies waiting for webhook delivery.
 pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
+
+/// Conversation id → Dialog record: answered SIP calls (removed when the call ends).
+pub const DIALOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("dialogs");

@@ -1,5 +1,6 @@
 use super::tables::*;
 use super::*;
+use crate::config::Channel;
 use crate::config::{AgentConfig, Capacity, Config, QueueConfig, RequeuePosition};
 use crate::core::model::*;
 use crate::core::time::Timestamp;

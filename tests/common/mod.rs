@@ -113,6 +113,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub sip_addr: Option<SocketAddr>,
     pub handle: Handle,
+    pub metrics: Arc<switchboard::metrics::Metrics>,
     pub cfg: Arc<Config>,
     pub dir: Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -151,6 +152,7 @@ impl TestServer {
         let addr = app.http_addr().expect("addr");
         let sip_addr = app.sip_addr();
         let handle = app.handle.clone();
+        let metrics = app.state.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -163,6 +165,7 @@ impl TestServer {
             addr,
             sip_addr,
             handle,
+            metrics,
             cfg,
             dir,
             stop: Some(tx),

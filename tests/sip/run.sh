@@ -3,11 +3,14 @@
 #
 #   tests/sip/run.sh BINARY [SCENARIO.xml ...]
 #
-# Writes a temporary config (agents alice and bob with the SIP passwords of users.csv, SIP and
-# HTTP on free loopback ports, a temporary data_dir), starts `BINARY serve`, waits until the
-# login page answers, runs each scenario with sipp (Debian package sip-tester) and stops the
-# server. Exits non-zero if any scenario fails, printing sipp's error log and the server log.
-# Needs no terminal and no standard input (CI).
+# Writes a temporary config (agents alice and bob with the SIP passwords of users.csv,
+# supervisor sam, the voice queue `phones`, loopback as the trunk, SIP and HTTP on free
+# loopback ports, a temporary data_dir), starts `BINARY serve`, waits until the login page
+# answers, runs each registration scenario with sipp (Debian package sip-tester) and stops the
+# server. Without SCENARIO arguments it then runs the call stories of calls.py (sipp trunk and
+# phones, the panels played by the script, python3-websockets) on a fresh data_dir. Exits
+# non-zero if anything fails, printing sipp's error log and the server log. Needs no terminal
+# and no standard input (CI).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -18,6 +21,8 @@ BIN=$(realpath "$1")
 shift
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCENARIOS=()
+CALLS=yes
+[[ $# -eq 0 ]] || CALLS=""
 for s in "${@:-register_auth.xml refresh.xml unregister.xml interval_too_brief.xml}"; do
     for one in $s; do
         if [[ -f "$one" ]]; then
@@ -79,19 +84,25 @@ hash_of() {
 
 ALICE_HASH=$(hash_of alice-pw)
 BOB_HASH=$(hash_of bob-pw)
+SAM_HASH=$(hash_of sam-pw)
 
 write_config() {
     cat >"$WORK/config.toml" <<EOF
 [server]
 http_listen = "127.0.0.1:$HTTP_PORT"
-data_dir = "$WORK/data"
+data_dir = "$1"
 
 [sip]
 listen = "127.0.0.1:$SIP_PORT"
 realm = "switchboard"
 min_expires = "10s"
-max_expires = "30s"
+max_expires = "300s"
 default_expires = "30s"
+trunks = ["127.0.0.1"]
+
+[resilience]
+heartbeat_interval = "60s"
+heartbeat_timeout = "180s"
 
 [log]
 level = "warn"
@@ -100,6 +111,12 @@ level = "warn"
 id = "phones"
 name = "Phones"
 channel = "voice"
+offer_timeout = "3s"
+
+[[supervisors]]
+id = "sam"
+name = "Sam"
+password_hash = "$SAM_HASH"
 
 [[agents]]
 id = "alice"
@@ -123,7 +140,7 @@ for attempt in 1 2 3 4 5; do
     HTTP_PORT=$(free_port)
     SIP_PORT=$(free_port)
     [[ "$HTTP_PORT" != "$SIP_PORT" ]] || continue
-    write_config
+    write_config "$WORK/data"
     "$BIN" check-config "$WORK/config.toml" >/dev/null
     "$BIN" serve --config "$WORK/config.toml" </dev/null >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
@@ -185,3 +202,15 @@ if [[ $failed -ne 0 ]]; then
     exit 1
 fi
 echo "all ${#SCENARIOS[@]} sipp scenarios passed"
+
+if [[ -n "$CALLS" ]]; then
+    # The call stories own their server (they restart it): same ports, a fresh data_dir.
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    write_config "$WORK/calls-data"
+    PYTHON=python3
+    [[ -x /usr/bin/python3 ]] && PYTHON=/usr/bin/python3
+    "$PYTHON" "$HERE/calls.py" --bin "$BIN" --config "$WORK/config.toml" \
+        --http "$HTTP_PORT" --sip "$SIP_PORT" --work "$WORK"
+fi

@@ -61,6 +61,7 @@ const REASON_TEXT = {
 
 const ERROR_TEXT = {
   not_offered_to_you: 'This offer is no longer yours: it was withdrawn or timed out.',
+  answer_on_phone: 'This call is ringing on your phone: pick up the phone to answer it.',
   capacity_reached: 'You are at your capacity for this channel.',
   conversations_open: 'You still have open conversations. End, complete or transfer them before signing out.',
   forbidden: 'You are not allowed to do that.',
@@ -409,7 +410,10 @@ class ConvView {
     // Offer
     const offered = c.status === 'offered';
     this.offerBar.hidden = !offered;
-    setText(this.offerLabel, `Incoming ${channelLabel(c).toLowerCase()}${c.origin && c.origin.kind && c.origin.kind !== 'inbound' ? ` (${humanize(c.origin.kind).toLowerCase()})` : ''}.`);
+    const caller = c.customer && c.customer.address ? c.customer.address : 'an unknown number';
+    setText(this.offerLabel, c.channel === 'voice'
+      ? `Incoming call from ${caller}: answer on your phone.`
+      : `Incoming ${channelLabel(c).toLowerCase()}${c.origin && c.origin.kind && c.origin.kind !== 'inbound' ? ` (${humanize(c.origin.kind).toLowerCase()})` : ''}.`);
     if (offered && c.offer_expires_at) {
       this.offerCountdown.dataset.countdownTo = c.offer_expires_at;
       refreshClock(this.offerCountdown);

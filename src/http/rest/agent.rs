@@ -1,12 +1,13 @@
 //! HTTP adapter: the agent's REST routes (docs/api.md#agent-routes) — state, presence, the
 //! conversation actions, queue lists and manual picking. Ownership and state rules are the core's.
 
-use super::{Body, IdPath, QueuePath, message_text, ok, respond};
 use crate::core::model::{Metadata, Presence};
 use crate::core::{Command, Target};
-use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
+use crate::http::extract::{Body, IdPath, QueuePath};
+use crate::http::reply::{message_text, ok, respond};
+use crate::http::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -3,12 +3,13 @@
 //! thread.
 
 use super::agent::TextBody;
-use super::{Body, message_text, ok, respond};
 use crate::core::Command;
-use crate::http::AppState;
 use crate::http::auth::Guard;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::Body;
 use crate::http::extract::{Bearer, ClientIp, new_token, token_hash};
+use crate::http::reply::{message_text, ok, respond};
+use crate::http::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

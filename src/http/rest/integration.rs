@@ -1,13 +1,14 @@
 //! HTTP adapter: the integration routes (docs/api.md#integration), authenticated by an API key —
 //! inbound sms and social messages (threaded by medium and sender), emails, calls and hang-ups.
 
-use super::{Body, IdPath, message_text, ok, respond};
 use crate::core::Command;
 use crate::core::model::Medium;
-use crate::http::AppState;
 use crate::http::auth::ApiKey;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiJson;
+use crate::http::extract::{Body, IdPath};
+use crate::http::reply::{message_text, ok, respond};
+use crate::http::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -4,21 +4,24 @@
 //! principal.
 
 use super::agent::TargetBody;
-use super::{Body, IdPath, QueuePath, ok};
 use crate::config::Channel;
 use crate::core::access::HistoryReader;
 use crate::core::model::{Conversation, Status};
 use crate::core::view::{ConversationView, MessageView};
 use crate::core::{Command, Reply};
-use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
+use crate::http::extract::{ApiQuery, Body, IdPath, QueuePath};
+use crate::http::reply::ok;
+use crate::http::state::AppState;
 use crate::store::{SearchQuery, Store};
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// POST /api/v1/conversations/{id}/reassign — `{queue}` or `{agent}`: a supervisor closes the
 /// conversation (`Reassigned`) and sends the work on; answers the new conversation.
@@ -110,91 +113,35 @@ pub async fn group(
     Ok(Json(json!({ "group_id": group_id, "conversations": conversations })).into_response())
 }
 
-/// The search filters from a query string; unknown parameters and bad values are 400s.
-fn search_query(raw: Option<&str>) -> ApiResult<SearchQuery> {
-    let mut q = SearchQuery::default();
-    let pairs: Vec<(String, String)> = match raw {
-        Some(raw) => query_pairs(raw)?,
-        None => Vec::new(),
-    };
-    for (k, v) in pairs {
-        if v.is_empty() {
-            continue;
-        }
-        match k.as_str() {
-            "status" => {
-                q.status = Some(Status::parse(&v).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "status {v:?} is not one of in_queue, offered, in_process, wrap_up, handled, abandoned"
-                    ))
-                })?);
-            }
-            "channel" => {
-                q.channel = Some(
-                    Channel::ALL
-                        .into_iter()
-                        .find(|c| c.as_str() == v)
-                        .ok_or_else(|| {
-                            ApiError::invalid(format!(
-                                "channel {v:?} is not one of voice, chat, email"
-                            ))
-                        })?,
-                );
-            }
-            "queue" => q.queue = Some(v),
-            "before" => {
-                q.before = Some(uuid::Uuid::parse_str(&v).map_err(|_| {
-                    ApiError::invalid(format!("before {v:?} is not a conversation id"))
-                })?);
-            }
-            "agent" => q.agent = Some(v),
-            "limit" => {
-                let n: usize = v.parse().map_err(|_| {
-                    ApiError::invalid(format!("limit {v:?} is not a non-negative integer"))
-                })?;
-                q.limit = n.min(SearchQuery::MAX_LIMIT);
-            }
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "unknown search parameter {other:?} (status, queue, agent, channel, limit, before)"
-                )));
-            }
-        }
-    }
-    Ok(q)
+/// The filters of `GET /api/v1/conversations` as its query string gives them; an unknown
+/// parameter or a bad value is a 400 and an empty value is absent (see [`ApiQuery`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    status: Option<Status>,
+    queue: Option<String>,
+    agent: Option<String>,
+    channel: Option<Channel>,
+    /// Only conversations older than this one: the next page.
+    before: Option<Uuid>,
+    /// Default 100; anything above 1000 counts as 1000.
+    limit: Option<usize>,
 }
 
-/// Decodes `a=b&c=d` (percent-decoding and `+` as space).
-fn query_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
-    let decode = |s: &str| -> ApiResult<String> {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    let hex = bytes
-                        .get(i + 1..i + 3)
-                        .and_then(|h| std::str::from_utf8(h).ok())
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| ApiError::invalid("malformed percent-encoding in query"))?;
-                    out.push(hex);
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
+impl From<SearchParams> for SearchQuery {
+    fn from(p: SearchParams) -> SearchQuery {
+        SearchQuery {
+            status: p.status,
+            queue: p.queue,
+            agent: p.agent,
+            channel: p.channel,
+            before: p.before,
+            limit: p
+                .limit
+                .unwrap_or(SearchQuery::DEFAULT_LIMIT)
+                .min(SearchQuery::MAX_LIMIT),
         }
-        String::from_utf8(out).map_err(|_| ApiError::invalid("query is not UTF-8"))
-    };
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
+    }
 }
 
 /// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit=&before= — supervisors
@@ -203,10 +150,10 @@ fn query_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
 pub async fn search(
     State(state): State<AppState>,
     Bearer(token): Bearer,
-    RawQuery(raw): RawQuery,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> ApiResult<Response> {
     reader(&state, token).await?.may_search()?;
-    let q = search_query(raw.as_deref())?;
+    let q = SearchQuery::from(params);
     let found = read(&state, move |s| s.search(&q)).await?;
     let views: Vec<ConversationView> = found.iter().map(ConversationView::of).collect();
     Ok(Json(views).into_response())
@@ -243,6 +190,11 @@ pub async fn queues(State(state): State<AppState>, Bearer(token): Bearer) -> Api
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::extract::decode_query;
+
+    fn search_query(raw: Option<&str>) -> ApiResult<SearchQuery> {
+        decode_query::<SearchParams>(raw).map(SearchQuery::from)
+    }
 
     #[test]
     fn search_query_parses_filters_and_caps_the_limit() {
@@ -260,6 +212,7 @@ mod tests {
     fn search_query_treats_empty_values_as_absent() {
         let q = search_query(Some("status=&queue=&agent=&channel=&limit=")).unwrap();
         assert_eq!(q, SearchQuery::default());
+        assert_eq!(search_query(None).unwrap(), SearchQuery::default());
     }
 
     #[test]
@@ -271,6 +224,8 @@ mod tests {
             "limit=ten",
             "stauts=in_queue",
             "queue=%zz",
+            "queue=%ff",
+            "before=yesterday",
         ] {
             let e = search_query(Some(raw)).unwrap_err();
             assert_eq!(e.code, "invalid_request", "{raw}");

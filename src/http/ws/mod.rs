@@ -6,9 +6,9 @@
 
 pub mod conn;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::WsBearer;
+use super::state::AppState;
 use crate::config::{Config, LimitsConfig};
 use crate::core::model::TokenHash;
 use crate::core::view::{ChatEvent, PanelEvent};

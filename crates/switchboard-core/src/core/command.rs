@@ -175,6 +175,15 @@ pub enum Command {
         agent: AgentId,
         update: BindingUpdate,
     },
+    /// A SIP message for the call proxy (anything but REGISTER and OPTIONS), from `from`.
+    Sip {
+        from: std::net::SocketAddr,
+        message: Box<crate::sip::message::SipMessage>,
+    },
+    /// The SIP socket's address (the proxy's Via and Record-Route).
+    SipListening {
+        addr: std::net::SocketAddr,
+    },
     /// Outcome of one delivery attempt of an outbox item.
     OutboxAttempt {
         message: Uuid,

@@ -393,7 +393,7 @@ impl Core {
     }
 
     /// The customer left: abandoned while waiting, `CustomerEnded` while in process.
-    fn customer_left(&mut self, now: Now, conv: Uuid) -> Result<(), Rejection> {
+    pub(super) fn customer_left(&mut self, now: Now, conv: Uuid) -> Result<(), Rejection> {
         let c = self.conv(conv)?;
         let agent = c.agent.clone();
         match c.status {
@@ -441,7 +441,7 @@ impl Core {
 
     /// A new inbound conversation from `from` (a phone number, an address or a handle) with
     /// its first customer message, if any.
-    fn inbound(
+    pub(super) fn inbound(
         &mut self,
         now: Now,
         medium: Medium,

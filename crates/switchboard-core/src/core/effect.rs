@@ -3,8 +3,8 @@
 //! after that commit.
 
 use super::model::{
-    AgentId, AgentRecord, Conversation, Event, Message, Metadata, OutboxItem, Session, Thread,
-    TokenHash,
+    AgentId, AgentRecord, Conversation, Dialog, Event, Message, Metadata, OutboxItem, Session,
+    Thread, TokenHash,
 };
 use super::view::{ChatEvent, DashboardEvent, PanelEvent};
 use uuid::Uuid;
@@ -43,6 +43,12 @@ pub enum Write {
     OutboxDone {
         message: Uuid,
     },
+    /// Insert or replace an answered SIP call's dialog.
+    Dialog(Box<Dialog>),
+    /// The call is over: its dialog is forgotten.
+    DialogEnded {
+        conversation: Uuid,
+    },
 }
 
 /// One thing to tell or do after the batch is committed.
@@ -60,4 +66,9 @@ pub enum Effect {
     CloseChat { thread: Uuid },
     /// Deliver an agent reply to the medium's webhook.
     Deliver(Box<OutboxItem>),
+    /// Send a SIP datagram.
+    SipSend {
+        to: std::net::SocketAddr,
+        bytes: Vec<u8>,
+    },
 }

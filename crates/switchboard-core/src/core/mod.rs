@@ -14,6 +14,7 @@ pub mod model;
 pub mod time;
 pub mod view;
 
+mod calls;
 mod customer;
 mod query;
 mod rescue;
@@ -52,6 +53,8 @@ pub(crate) enum Timer {
     Binding(AgentId, String),
     /// An outbox item is due for another delivery attempt.
     Outbox(Uuid),
+    /// A SIP transaction's timer.
+    Sip(u64, crate::sip::transaction::TimerName),
     /// A disconnected session's reconnecting prompt delay ends.
     Prompt(Uuid),
     /// A requeued chat's reservation for its previous agent ends.
@@ -150,6 +153,10 @@ pub struct Gauges {
     pub agents_registered: u64,
     pub timers: u64,
     pub outbox_pending: u64,
+    /// SIP calls waiting in a queue, ringing a phone, and answered.
+    pub calls_waiting: u64,
+    pub calls_ringing: u64,
+    pub calls_talking: u64,
 }
 
 /// Entries held by each of the core's maps, and the entries they have room for: what a
@@ -187,6 +194,8 @@ pub struct Restored {
     pub drafts: Vec<(Uuid, Uuid, Metadata)>,
     pub agents: Vec<AgentRecord>,
     pub outbox: Vec<OutboxItem>,
+    /// Answered SIP calls.
+    pub dialogs: Vec<model::Dialog>,
 }
 
 /// The state machine, in named parts.
@@ -208,6 +217,8 @@ pub struct Core {
     /// What the current command and batch changed: writes, effects, what to notify.
     batch: Batch,
     counters: Counters,
+    /// The SIP call proxy's transactions and calls.
+    calls: calls::Calls,
 }
 
 /// Queues, agents and supervisors.
@@ -320,6 +331,7 @@ impl Core {
             rescue: rescue::Rescue::default(),
             batch: Batch::default(),
             counters: Counters::default(),
+            calls: calls::Calls::default(),
         };
         core.apply_policy(&policy, now);
         core
@@ -544,6 +556,7 @@ impl Core {
                 s.drafts.insert(conv, draft);
             }
         }
+        self.restore_dialogs(state.dialogs);
         for item in state.outbox {
             self.arm(
                 Timer::Outbox(item.message_id),
@@ -690,6 +703,8 @@ impl Core {
             Command::InboundCall { from, queue } => self.inbound_call(now, from, queue),
             Command::Hangup { conversation } => self.hangup(now, conversation),
             Command::SipRegister { agent, update } => self.sip_register(now, &agent, update),
+            Command::Sip { from, message } => self.sip_message(now, from, *message),
+            Command::SipListening { addr } => self.sip_listening(addr),
             Command::OutboxAttempt {
                 message,
                 delivered,
@@ -708,6 +723,7 @@ impl Core {
                 Timer::Offer(conv) => self.offer_timed_out(now, conv),
                 Timer::Binding(agent, contact) => self.binding_expired(now, &agent, &contact),
                 Timer::Outbox(message) => self.outbox_due(now, message),
+                Timer::Sip(tx, name) => self.sip_timer(now, tx, name),
                 Timer::Prompt(session) => self.prompt_due(now, session),
                 Timer::Sticky(conv) => self.sticky_expired(conv),
             }
@@ -770,6 +786,11 @@ impl Core {
     /// A conversation the core holds in memory (open work and work closed in this batch).
     pub fn conversation(&self, id: &Uuid) -> Option<&Conversation> {
         self.work.conversations.get(id)
+    }
+
+    /// Every conversation the core holds in memory (open work and work closed in this batch).
+    pub fn conversations(&self) -> impl Iterator<Item = &Conversation> {
+        self.work.conversations.values()
     }
 
     /// Puts a closed conversation read back from the store into memory for one command
@@ -872,6 +893,7 @@ impl Core {
         }
         g.timers = self.wheel.len() as u64;
         g.outbox_pending = self.work.outbox.len() as u64;
+        (g.calls_waiting, g.calls_ringing, g.calls_talking) = self.calls.counts();
         g
     }
 
@@ -1168,6 +1190,12 @@ impl Core {
         if self.batch.alloc_needed {
             self.batch.alloc_needed = false;
             self.allocate(now);
+        }
+        self.sync_calls(now);
+        if self.batch.alloc_needed {
+            self.batch.alloc_needed = false;
+            self.allocate(now);
+            self.sync_calls(now);
         }
         self.settle_alerts();
         self.notify_touched();

@@ -339,3 +339,24 @@ pub struct OutboxItem {
     pub attempts: u32,
     pub next_attempt_at: Timestamp,
 }
+
+/// An answered SIP call as the proxy must remember it to route and end it (stored, so that a
+/// restart drops no call and a later BYE still reaches the other side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialog {
+    pub conversation: Uuid,
+    pub agent: AgentId,
+    pub call_id: String,
+    /// Where the caller's side (the trunk) and the agent's phone are reached.
+    pub caller_addr: std::net::SocketAddr,
+    pub phone_addr: std::net::SocketAddr,
+    /// The caller's From header (with its tag) and the To header of the phone's answer.
+    pub caller_header: String,
+    pub phone_header: String,
+    /// The remote targets (Contact URIs) of both sides.
+    pub caller_target: String,
+    pub phone_target: String,
+    /// Highest CSeq number each side has used (ours continue above it).
+    pub caller_cseq: u32,
+    pub phone_cseq: u32,
+}

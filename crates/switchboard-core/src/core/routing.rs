@@ -277,6 +277,12 @@ impl Core {
         id: Uuid,
     ) -> Result<Reply, Rejection> {
         let agent = self.offered_to(token, now, id)?;
+        if self.calls.is_call(&id) {
+            return Err(Rejection::conflict(
+                "answer_on_phone",
+                "this call is ringing on your phone: answer it there",
+            ));
+        }
         self.set_status(id, Status::InProcess);
         self.event(now, id, EventKind::Accepted, Some(&agent), None);
         Ok(Reply::Conversation(Box::new(self.view_of(id)?)))
@@ -361,6 +367,12 @@ impl Core {
         if channel == Channel::Voice && !self.capabilities(a).voice {
             return Err(Rejection::invalid_state(
                 "voice is unavailable: your phone is not registered or your panel is offline",
+            ));
+        }
+        if self.calls.is_call(&id) {
+            return Err(Rejection::conflict(
+                "answer_on_phone",
+                "a phone call is answered on the phone when it rings there",
             ));
         }
         self.dequeue(id);

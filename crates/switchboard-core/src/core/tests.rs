@@ -73,6 +73,7 @@ struct Sim {
     disk_agents: HashMap<String, AgentRecord>,
     disk_threads: HashMap<Uuid, Thread>,
     disk_messages: HashMap<Uuid, BTreeMap<u32, Message>>,
+    disk_dialogs: HashMap<Uuid, Dialog>,
     effects: Vec<Effect>,
     next_token: u8,
 }
@@ -98,6 +99,7 @@ impl Sim {
             disk_agents: HashMap::new(),
             disk_threads: HashMap::new(),
             disk_messages: HashMap::new(),
+            disk_dialogs: HashMap::new(),
             effects: Vec::new(),
             next_token: 0,
         };
@@ -157,6 +159,12 @@ impl Sim {
                 }
                 Write::Agent(a) => {
                     self.disk_agents.insert(a.id.clone(), *a);
+                }
+                Write::Dialog(d) => {
+                    self.disk_dialogs.insert(d.conversation, *d);
+                }
+                Write::DialogEnded { conversation } => {
+                    self.disk_dialogs.remove(&conversation);
                 }
                 Write::Outbox(_) | Write::OutboxDone { .. } => {}
             }
@@ -394,6 +402,7 @@ impl Sim {
                 .collect(),
             agents: self.disk_agents.values().cloned().collect(),
             outbox: Vec::new(),
+            dialogs: self.disk_dialogs.values().cloned().collect(),
         }
     }
 

@@ -46,7 +46,7 @@ use super::message::{
 };
 
 /// The methods this server answers, for `Allow`.
-pub const ALLOW: &str = "REGISTER, OPTIONS";
+pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE";
 /// Most nonces whose nonce count is remembered at once.
 pub const NONCE_TRACK_CAPACITY: usize = 10_000;
 
@@ -1224,7 +1224,7 @@ mod tests {
         for m in ["INVITE", "BYE", "SUBSCRIBE", "CANCEL"] {
             let resp = reply_of(r.handle(T0, &method(m), src()));
             assert_eq!(resp.code, 405, "{m}");
-            assert_eq!(resp.header("Allow"), Some("REGISTER, OPTIONS"));
+            assert_eq!(resp.header("Allow"), Some(ALLOW));
         }
         assert_eq!(r.handle(T0, &method("ACK"), src()), Outcome::NoReply);
     }
@@ -1234,7 +1234,7 @@ mod tests {
         let mut r = registrar();
         let resp = reply_of(r.handle(T0, &method("OPTIONS"), src()));
         assert_eq!(resp.code, 200);
-        assert_eq!(resp.header("Allow"), Some("REGISTER, OPTIONS"));
+        assert_eq!(resp.header("Allow"), Some(ALLOW));
         assert_eq!(resp.header("Accept"), Some("application/sdp"));
         assert_eq!(resp.header("Call-ID"), Some("m-1"));
         assert_eq!(resp.header("CSeq"), Some("1 OPTIONS"));
