@@ -20,7 +20,7 @@ use switchboard::config::{Channel, Config, QueueConfig, RequeuePosition};
 use switchboard::core::Command;
 use switchboard::core::model::Medium;
 use switchboard::driver::{Clock, Driver};
-use switchboard::store::Store;
+use switchboard::store::{PostgresOptions, Store};
 
 const RAW_SYNCS: usize = 2_000;
 const DRIVER_SECONDS: f64 = 4.0;
@@ -69,8 +69,8 @@ fn config() -> Config {
 }
 
 /// Commands per second through the driver with `clients` concurrent senders.
-async fn driver_rate(dir: &std::path::Path, clients: usize) -> (f64, f64) {
-    let store = Arc::new(Store::open(&dir.join(format!("driver-{clients}.redb"))).expect("store"));
+async fn driver_rate(store: Store, clients: usize) -> (f64, f64) {
+    let store = Arc::new(store);
     let (driver, handle) =
         Driver::start(Arc::new(config()), store, Clock::system(), None).expect("driver");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,11 +129,37 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // With SWITCHBOARD_TEST_POSTGRES_URL set, the same driver on PostgreSQL (one transaction
+    // per batch, synchronous commit) beside redb, as a ratio in the same run.
+    let postgres = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     for clients in [1usize, 16, 256] {
-        let (rate, per_commit) = rt.block_on(driver_rate(dir.path(), clients));
+        let redb = Store::open(&dir.path().join(format!("driver-{clients}.redb"))).expect("store");
+        let (rate, per_commit) = rt.block_on(driver_rate(redb, clients));
         println!(
-            "| driver: durable commands, {clients} concurrent clients (avg {per_commit:.1} commands/commit) | {rate:.0} | {:.2} |",
+            "| driver on redb: durable commands, {clients} concurrent clients (avg {per_commit:.1} commands/commit) | {rate:.0} | {:.2} |",
             rate / raw
         );
+        if let Some(url) = &postgres {
+            let schema = format!("bench_durable_{clients}");
+            let admin = PostgresOptions::new(url.clone());
+            rt.block_on(async {
+                let client = admin.connect_async().await.expect("postgres");
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+                    .expect("drop schema");
+            });
+            let mut options = PostgresOptions::new(url.clone());
+            options.schema = Some(schema);
+            let pg = Store::postgres(&options).expect("postgres store");
+            let (pg_rate, per_commit) = rt.block_on(driver_rate(pg, clients));
+            println!(
+                "| driver on PostgreSQL: durable commands, {clients} concurrent clients (avg {per_commit:.1} commands/commit) | {pg_rate:.0} | {:.2} (PostgreSQL / redb = {:.2}) |",
+                pg_rate / raw,
+                pg_rate / rate
+            );
+        }
     }
 }

@@ -143,6 +143,34 @@ impl ClusterView {
 /// The node's HTTP surface: cluster routes here, everything else to the active role's router,
 /// or `503 standby` (the pages and `/healthz` are served in both roles).
 pub fn node_router(view: Arc<ClusterView>) -> Router {
+    // The pages may ask the other nodes which one is active (their CSP names them).
+    let nodes = view.nodes.join(" ");
+    let pages = crate::http::pages::routes().layer(axum::middleware::map_response(
+        move |mut resp: Response| {
+            let nodes = nodes.clone();
+            async move {
+                let csp = axum::http::header::CONTENT_SECURITY_POLICY;
+                let widened = resp
+                    .headers()
+                    .get(&csp)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| {
+                        v.replacen(
+                            "connect-src 'self'",
+                            &format!("connect-src 'self' {nodes}"),
+                            1,
+                        )
+                    })
+                    .and_then(|v| axum::http::HeaderValue::from_str(&v).ok());
+                if let Some(v) = widened {
+                    resp.headers_mut().insert(csp, v);
+                }
+                resp
+            }
+        },
+    ));
+    // Every reply names the nodes, so a page learns where to look if this node goes away.
+    let named = axum::http::HeaderValue::from_str(&view.nodes.join(" ")).ok();
     Router::new()
         .route(
             "/healthz",
@@ -151,14 +179,31 @@ pub fn node_router(view: Arc<ClusterView>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/cluster", get(cluster_info))
-        .merge(crate::http::pages::routes())
+        .merge(pages)
         .fallback(forward)
         .with_state(view)
+        .layer(axum::middleware::map_response(move |mut resp: Response| {
+            let named = named.clone();
+            async move {
+                if let Some(v) = named {
+                    resp.headers_mut().insert(NODES_HEADER, v);
+                }
+                resp
+            }
+        }))
 }
 
-/// `GET /api/v1/cluster` — `{node_id, role, term, active, nodes}` (no credentials).
+/// The response header through which a clustered node names every node's URL.
+pub const NODES_HEADER: &str = "x-switchboard-nodes";
+
+/// `GET /api/v1/cluster` — `{node_id, role, term, active, nodes}` (no credentials; readable
+/// from the other nodes' pages).
 async fn cluster_info(State(view): State<Arc<ClusterView>>) -> Response {
-    axum::Json(view.describe()).into_response()
+    (
+        [(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        axum::Json(view.describe()),
+    )
+        .into_response()
 }
 
 /// `GET /readyz` — the active node's readiness; `503 {"role":"standby","active":URL|null}`.

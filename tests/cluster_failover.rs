@@ -190,6 +190,19 @@ impl Http {
         Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
+    /// One header of a `GET url` reply.
+    async fn header(&self, url: &str, name: &str) -> Option<String> {
+        let req = hyper::Request::builder()
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), self.0.request(req))
+            .await
+            .ok()?
+            .ok()?;
+        Some(resp.headers().get(name)?.to_str().ok()?.to_string())
+    }
+
     async fn role(&self, node: &Node) -> Option<String> {
         let (_, v) = self
             .call("GET", &format!("{}/api/v1/cluster", node.url()), None, None)
@@ -271,6 +284,22 @@ async fn killing_the_active_node_under_chat_traffic_loses_nothing_acknowledged()
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(body["active"], nodes[active].url());
+    // Every reply, the standby's 503 and the active node's alike, names all the nodes: the
+    // pages remember them to find the active node when theirs goes away.
+    for n in &nodes {
+        let named = http
+            .header(&format!("{}/api/v1/queues", n.url()), "x-switchboard-nodes")
+            .await
+            .unwrap_or_default();
+        for m in &nodes {
+            assert!(
+                named.split(' ').any(|u| u == m.url()),
+                "{} does not name {} in {named:?}",
+                n.url(),
+                m.url()
+            );
+        }
+    }
 
     let (_, login) = http
         .call(

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchboard::core::model::{
-    Conversation, DisconnectParty, DisconnectReason, EventKind, Medium, OriginKind, Role, Sender,
-    Status,
+    Conversation, DisconnectParty, DisconnectReason, EventKind, Medium, OriginKind, Presence, Role,
+    Sender, Status,
 };
 use switchboard::core::{Command, Reply};
 use switchboard::demo::{AGENT_LOGIN, Demo, DemoClock, DemoOptions, FLAKY_AGENT, SUPERVISOR_LOGIN};
@@ -256,4 +256,128 @@ async fn banner_gives_the_url_the_logins_and_the_customer_chat() {
     assert!(dir.is_dir());
     drop(demo);
     assert!(!dir.exists(), "a demo that never ran leaves nothing behind");
+}
+
+/// The human agent signs in at `token`, attaches a panel and goes ready.
+async fn human_goes_ready(demo: &Running, token: [u8; 32]) -> switchboard::driver::FrameRx {
+    demo.handle
+        .call(Command::Login {
+            user: AGENT_LOGIN.into(),
+            role: Role::Agent,
+            token,
+        })
+        .await
+        .expect("agent session");
+    let (_, _, rx) = demo.handle.attach_panel(token).await.expect("panel");
+    demo.handle
+        .call(Command::SetPresence {
+            token,
+            presence: Presence::Ready,
+        })
+        .await
+        .expect("ready");
+    rx
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_human_agent_is_offered_work_within_seconds_of_going_ready() {
+    let demo = start(3).await;
+    // A busy minute first: the simulated agents have their hands full.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let token = [7u8; 32];
+    let _panel = human_goes_ready(&demo, token).await;
+    let ready_at = demo.handle.now().mono;
+    loop {
+        let offered = demo
+            .handle
+            .inspect(|core| {
+                core.conversations()
+                    .any(|c| c.agent.as_deref() == Some(AGENT_LOGIN))
+            })
+            .await
+            .expect("core");
+        if offered {
+            break;
+        }
+        assert!(
+            demo.elapsed_ms(ready_at) <= 12_000,
+            "nothing offered to the human agent within 12 s of going ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    demo.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_customer_from_the_browser_waits_in_line_then_gets_answers_about_their_question() {
+    let demo = start(4).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let token = [8u8; 32];
+    let Ok(Reply::ChatStarted {
+        conversation_id, ..
+    }) = demo
+        .handle
+        .call(Command::StartChat {
+            queue: "support".into(),
+            name: "Visitor".into(),
+            text: Some("Hello, my parcel still hasn't arrived".into()),
+            token,
+        })
+        .await
+    else {
+        panic!("chat started");
+    };
+    let (_, snapshot, mut rx) = demo.handle.attach_chat(token).await.expect("chat socket");
+    assert_eq!(
+        snapshot.status,
+        Status::InQueue,
+        "the browser customer waits in line behind the simulated ones"
+    );
+    assert!(snapshot.position.is_some_and(|p| p >= 1), "{snapshot:?}");
+    // Served in the end, with an answer about the parcel, not about something else.
+    let mut answers: Vec<String> = Vec::new();
+    let deadline = demo.handle.now().mono + 300_000;
+    while demo.handle.now().mono < deadline {
+        let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        if let Ok(Some(switchboard::driver::Outgoing::Text(t))) = frame {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v.pointer("/message/from").and_then(|f| f.as_str()) == Some("agent") {
+                answers.push(v.pointer("/message/text").unwrap().as_str().unwrap().into());
+                if answers.len() >= 2 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(answers.len() >= 2, "greeting and an answer: {answers:?}");
+    assert!(answers[0].contains("Visitor"), "{answers:?}");
+    assert!(
+        answers[1].contains("tracking"),
+        "the answer is about the parcel: {answers:?}"
+    );
+    // Still open while the customer keeps writing.
+    for line in ["It was due on Monday.", "Is there anything you can do?"] {
+        demo.handle
+            .call(Command::CustomerMessage {
+                token,
+                text: line.into(),
+            })
+            .await
+            .expect("customer message");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let open = demo
+        .handle
+        .inspect(move |core| {
+            core.conversations()
+                .any(|c| c.customer.name == "Visitor" && !c.status.is_closed())
+        })
+        .await
+        .expect("core");
+    assert!(
+        open,
+        "the agent does not end a chat while the customer is writing"
+    );
+    let _ = conversation_id;
+    demo.stop().await;
 }

@@ -242,6 +242,9 @@ const SIMULATED: &[(&str, &str, bool, bool)] = &[
     ("olivia", "Olivia Brown", false, true),
 ];
 
+/// The simulated agents who answer the phone.
+const VOICE_AGENTS: &[&str] = &[FLAKY_AGENT, "maria"];
+
 fn queue(id: &str, name: &str, channel: Channel) -> QueueConfig {
     QueueConfig {
         id: id.into(),
@@ -297,14 +300,26 @@ fn demo_config(
     let all_queues: Vec<String> = cfg.queues.iter().map(|q| q.id.clone()).collect();
     let mut list = Vec::new();
     for a in agents {
+        // The simulated agents take one chat at a time and only two of them answer the
+        // phone, so they are busy: work that arrives finds the human agent when they are
+        // ready, and a customer in the browser sees their place in the queue.
+        let queues = all_queues
+            .iter()
+            .filter(|q| q.as_str() != sim::VOICE_QUEUE || VOICE_AGENTS.contains(&a.id.as_str()))
+            .cloned()
+            .collect();
         list.push(AgentConfig {
             id: a.id.clone(),
             name: a.name.clone(),
             // Nobody logs in as a simulated agent: a random password nobody knows.
             password_hash: hash_password(&crate::http::extract::new_token())?,
             sip_password: a.sip_password.clone(),
-            queues: all_queues.clone(),
-            capacity: Capacity::default(),
+            queues,
+            capacity: Capacity {
+                voice: 1,
+                chat: 1,
+                email: 2,
+            },
         });
     }
     list.push(AgentConfig {

@@ -7,7 +7,10 @@
 use super::phone::{self, Phone};
 use super::sink::Delivered;
 use super::text::{self, Person, Topic};
-use crate::core::model::{DisconnectReason, Medium, Metadata, Presence, Role, Status, TokenHash};
+use crate::config::Channel;
+use crate::core::model::{
+    DisconnectReason, Medium, Metadata, Presence, Role, Sender, Status, TokenHash,
+};
 use crate::core::view::{AgentSnapshot, ConversationView};
 use crate::core::{Command, LossCause, Rejection, Reply};
 use crate::driver::{CallError, FrameRx, Handle, Outgoing};
@@ -115,6 +118,11 @@ impl Ctx {
     }
 }
 
+/// How long a customer stays silent before a simulated agent closes their chat.
+const QUIET_BEFORE_END: Duration = Duration::from_secs(40);
+/// A simulated agent closes a chat after this long even if the customer keeps writing.
+const LONGEST_CHAT: Duration = Duration::from_secs(15 * 60);
+
 /// A random duration between `lo` and `hi` seconds, in milliseconds.
 fn random_ms(rng: &mut StdRng, lo: u64, hi: u64) -> u64 {
     rng.gen_range(lo * 1000..=hi * 1000)
@@ -148,20 +156,26 @@ pub(crate) async fn run(setup: Setup, stop: watch::Receiver<bool>) {
         let _ = r.await;
     }
     let (new_tx, new_rx) = mpsc::unbounded_channel();
+    // Per stream: the first arrival (ms), the pace while someone waits (s), and how much work
+    // of the stream's channel may wait at once; with nothing waiting, the next customer comes
+    // within a few seconds.
     let streams = [
-        (Stream::Voice, 1000, (20, 40)),
-        (Stream::Webchat, 1500, (15, 35)),
-        (Stream::Sms, 2000, (20, 45)),
-        (Stream::Social, 2500, (30, 60)),
-        (Stream::Email, 3000, (30, 60)),
+        (Stream::Voice, 1000, (20, 40), 1),
+        (Stream::Webchat, 1500, (15, 35), 1),
+        (Stream::Sms, 2000, (20, 45), 1),
+        (Stream::Social, 2500, (30, 60), 1),
+        (Stream::Email, 3000, (30, 60), 2),
     ];
-    for (stream, first_ms, every) in streams {
+    for (stream, first_ms, every, max_waiting) in streams {
         tasks.spawn(arrivals(
             ctx.clone(),
             StdRng::seed_from_u64(rng.r#gen()),
-            stream,
-            Duration::from_millis(first_ms),
-            every,
+            Pace {
+                stream,
+                first: Duration::from_millis(first_ms),
+                every,
+                max_waiting,
+            },
             new_tx.clone(),
         ));
     }
@@ -280,10 +294,17 @@ struct Work {
     /// The call dropped with the agent's connection (a callback candidate).
     dropped: bool,
     callback: bool,
+    /// When the agent took it, and when the customer last wrote (driver ms).
+    taken_at: u64,
+    customer_wrote_at: u64,
+    /// The customer wrote since the agent's last answer.
+    unanswered: bool,
+    /// Short answers given after the topic's own.
+    more: usize,
 }
 
 impl Work {
-    fn new(seen: &Seen, topic: &'static Topic) -> Work {
+    fn new(seen: &Seen, topic: &'static Topic, now: u64) -> Work {
         Work {
             medium: seen.medium,
             status: seen.status,
@@ -298,6 +319,10 @@ impl Work {
             reply_scheduled: false,
             dropped: false,
             callback: false,
+            taken_at: now,
+            customer_wrote_at: now,
+            unanswered: true,
+            more: 0,
         }
     }
 
@@ -348,6 +373,8 @@ struct Seen {
     medium: Medium,
     customer: String,
     dropped: bool,
+    /// The customer's latest words, when the frame carries the transcript.
+    said: Option<String>,
 }
 
 fn medium_of(s: &str) -> Option<Medium> {
@@ -370,6 +397,12 @@ impl Seen {
             medium: medium_of(v.medium)?,
             customer: v.customer.name.clone(),
             dropped: v.disconnect_reason == Some(DisconnectReason::AgentConnectionLost),
+            said: v.messages.as_ref().and_then(|m| {
+                m.iter()
+                    .rev()
+                    .find(|m| m.from == Sender::Customer)
+                    .map(|m| m.text.clone())
+            }),
         })
     }
 
@@ -386,6 +419,17 @@ impl Seen {
                 .to_string(),
             dropped: v.get("disconnect_reason").and_then(Value::as_str)
                 == Some("AgentConnectionLost"),
+            said: v
+                .get("messages")
+                .and_then(Value::as_array)
+                .and_then(|m| {
+                    m.iter()
+                        .rev()
+                        .find(|m| m.get("from").and_then(Value::as_str) == Some("customer"))
+                })
+                .and_then(|m| m.get("text"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -596,8 +640,9 @@ impl Agent {
                             .and_then(|s| s.parse::<Uuid>().ok());
                         let from_customer =
                             v.pointer("/message/from").and_then(Value::as_str) == Some("customer");
+                        let said = v.pointer("/message/text").and_then(Value::as_str);
                         if let (Some(id), true) = (id, from_customer) {
-                            self.customer_wrote(id);
+                            self.customer_wrote(id, said.unwrap_or(""));
                         }
                     }
                     _ => {}
@@ -614,12 +659,18 @@ impl Agent {
             self.work.remove(&seen.id);
             return;
         }
-        let topic = text::topic(&mut self.rng);
+        // The agent answers what the customer asked about (anything else gets general help).
+        let topic = seen
+            .said
+            .as_deref()
+            .and_then(text::topic_for)
+            .unwrap_or(&text::GENERAL);
         let id = seen.id;
+        let now = self.ctx.now();
         let w = self
             .work
             .entry(id)
-            .or_insert_with(|| Work::new(&seen, topic));
+            .or_insert_with(|| Work::new(&seen, topic, now));
         w.status = seen.status;
         w.dropped |= seen.dropped;
         let mut next: Vec<(u64, u64, Action)> = Vec::new();
@@ -635,7 +686,8 @@ impl Agent {
                         w.reply_scheduled = true;
                         next.push((2, 5, Action::Reply(id)));
                         next.push((8, 15, Action::Draft(id)));
-                        next.push((70, 150, Action::End(id)));
+                        // Ends once the customer has gone quiet (see `end`).
+                        next.push((60, 120, Action::End(id)));
                     }
                     Medium::Voice if w.callback => {
                         next.push((5, 10, Action::Draft(id)));
@@ -668,10 +720,20 @@ impl Agent {
         }
     }
 
-    fn customer_wrote(&mut self, id: Uuid) {
+    fn customer_wrote(&mut self, id: Uuid, said: &str) {
+        let now = self.ctx.now();
         let Some(w) = self.work.get_mut(&id) else {
             return;
         };
+        w.customer_wrote_at = now;
+        w.unanswered = true;
+        // A customer who had not said what it was about yet now has.
+        if std::ptr::eq(w.topic, &text::GENERAL)
+            && let Some(t) = text::topic_for(said)
+        {
+            w.topic = t;
+            w.answers = 0;
+        }
         if w.status == Status::InProcess && w.is_chat() && !w.reply_scheduled {
             w.reply_scheduled = true;
             self.after(4, 10, Action::Reply(id));
@@ -814,12 +876,27 @@ impl Agent {
                 true,
             )
         } else if !w.greeted {
+            // The greeting says the agent reads the message; the answer follows by itself.
             w.greeted = true;
+            w.reply_scheduled = true;
+            self.after(4, 8, Action::Reply(id));
+            let Some(w) = self.work.get(&id) else {
+                return Ok(());
+            };
             (text::greeting(&agent_first, &w.customer), false)
+        } else if !w.unanswered {
+            return Ok(());
         } else if let Some(a) = w.topic.answers.get(w.answers) {
             w.answers += 1;
+            w.unanswered = false;
+            (a.to_string(), false)
+        } else if let Some(a) = text::MORE_ANSWERS.get(w.more) {
+            w.more += 1;
+            w.unanswered = false;
             (a.to_string(), false)
         } else {
+            // Said all there is to say: the chat ends once the customer is quiet.
+            w.unanswered = false;
             return Ok(());
         };
         let token = self.token();
@@ -842,7 +919,7 @@ impl Agent {
         if !matches!(w.status, Status::InProcess | Status::WrapUp) {
             return Ok(());
         }
-        w.memo_parts += 1;
+        w.memo_parts = w.memo_parts.saturating_add(1);
         let draft = w.metadata(false);
         let token = self.token();
         self.conv_call(Command::SaveDraft {
@@ -855,10 +932,23 @@ impl Agent {
     }
 
     async fn end(&mut self, id: Uuid) -> Result<(), Stopped> {
+        let now = self.ctx.now();
         let Some(w) = self.work.get(&id) else {
             return Ok(());
         };
         if w.status != Status::InProcess {
+            return Ok(());
+        }
+        // A chat ends once the customer has had their answers and gone quiet: never while
+        // they are still writing or waiting for an answer (up to a quarter of an hour).
+        let talking = now.saturating_sub(w.customer_wrote_at) < QUIET_BEFORE_END.as_millis() as u64
+            || w.unanswered
+            || w.reply_scheduled;
+        if w.is_chat()
+            && talking
+            && now.saturating_sub(w.taken_at) < LONGEST_CHAT.as_millis() as u64
+        {
+            self.after(15, 30, Action::End(id));
             return Ok(());
         }
         let token = self.token();
@@ -931,10 +1021,10 @@ impl Agent {
                     tracing::info!(agent = %self.plan.id, customer = %v.customer.address,
                         "demo: {} calls back the customer whose call dropped", self.first_name);
                     if let Some(seen) = Seen::of_view(&v) {
-                        let topic = text::topic(&mut self.rng);
+                        let now = self.ctx.now();
                         self.work
                             .entry(seen.id)
-                            .or_insert_with(|| Work::new(&seen, topic))
+                            .or_insert_with(|| Work::new(&seen, &text::GENERAL, now))
                             .callback = true;
                         self.track(seen);
                     }
@@ -1088,19 +1178,61 @@ struct NewMessaging {
     follow_ups: usize,
 }
 
-/// Customers of one medium arriving at random intervals.
+/// How one stream of customers arrives.
+struct Pace {
+    stream: Stream,
+    first: Duration,
+    /// Seconds between arrivals while someone is waiting.
+    every: (u64, u64),
+    /// No new customer while this much work of the stream's channel waits (in any queue,
+    /// a customer from the browser included).
+    max_waiting: usize,
+}
+
+impl Stream {
+    fn channel(self) -> Channel {
+        match self {
+            Stream::Voice => Channel::Voice,
+            Stream::Webchat | Stream::Sms | Stream::Social => Channel::Chat,
+            Stream::Email => Channel::Email,
+        }
+    }
+}
+
+/// Customers of one stream: the first after `pace.first`; then, like a real line, a steady
+/// trickle — soon when nothing is waiting, at `pace.every` while some are, none while
+/// `pace.max_waiting` are — so a ready agent gets work within seconds and the queue stays
+/// short.
 async fn arrivals(
     ctx: Ctx,
     mut rng: StdRng,
-    stream: Stream,
-    first: Duration,
-    every: (u64, u64),
+    pace: Pace,
     messaging: mpsc::UnboundedSender<NewMessaging>,
 ) {
-    let mut wait = first;
+    let stream = pace.stream;
+    let channel = stream.channel();
+    let mut wait = pace.first;
     loop {
         if !ctx.sleep(wait).await {
             return;
+        }
+        let Ok(waiting) = ctx
+            .handle
+            .inspect(move |core| {
+                core.conversations()
+                    .filter(|c| {
+                        c.channel() == channel
+                            && matches!(c.status, Status::InQueue | Status::Offered)
+                    })
+                    .count()
+            })
+            .await
+        else {
+            return;
+        };
+        if waiting >= pace.max_waiting {
+            wait = Duration::from_secs(3);
+            continue;
         }
         let seed = rng.r#gen();
         let n = ctx.next_customer();
@@ -1169,7 +1301,11 @@ async fn arrivals(
                 }
             }
         }
-        wait = Duration::from_millis(random_ms(&mut rng, every.0, every.1));
+        wait = if waiting == 0 {
+            Duration::from_millis(random_ms(&mut rng, 4, 10))
+        } else {
+            Duration::from_millis(random_ms(&mut rng, pace.every.0, pace.every.1))
+        };
     }
 }
 

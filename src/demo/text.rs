@@ -71,6 +71,8 @@ pub(crate) struct Topic {
     pub answers: &'static [&'static str],
     /// The memo the agent writes, a phrase at a time.
     pub memo: &'static [&'static str],
+    /// Words by which the agent recognizes the topic in what a customer writes.
+    pub keywords: &'static [&'static str],
 }
 
 pub(crate) const TOPICS: &[Topic] = &[
@@ -93,6 +95,9 @@ pub(crate) const TOPICS: &[Topic] = &[
             " Held at depot,",
             " dispatch requested.",
         ],
+        keywords: &[
+            "order", "deliver", "parcel", "package", "tracking", "arrive", "shipping",
+        ],
     },
     Topic {
         reason: "billing",
@@ -113,6 +118,7 @@ pub(crate) const TOPICS: &[Topic] = &[
             " Refund issued",
             " (card 4421).",
         ],
+        keywords: &["charge", "bill", "refund", "payment", "invoice", "paid"],
     },
     Topic {
         reason: "password",
@@ -129,6 +135,7 @@ pub(crate) const TOPICS: &[Topic] = &[
             " Sent a new one,",
             " customer logged in.",
         ],
+        keywords: &["password", "log in", "login", "sign in", "reset", "account"],
     },
     Topic {
         reason: "plan change",
@@ -149,6 +156,7 @@ pub(crate) const TOPICS: &[Topic] = &[
             " (4 members)",
             " from next month.",
         ],
+        keywords: &["plan", "upgrade", "subscription", "downgrade", "cancel"],
     },
     Topic {
         reason: "return",
@@ -165,6 +173,14 @@ pub(crate) const TOPICS: &[Topic] = &[
             "The large will ship as soon as the return is scanned.",
         ],
         memo: &["Jacket too small,", " exchange to L,", " label emailed."],
+        keywords: &[
+            "return",
+            "exchange",
+            "size",
+            "too small",
+            "too big",
+            "broken",
+        ],
     },
     Topic {
         reason: "address",
@@ -176,6 +192,7 @@ pub(crate) const TOPICS: &[Topic] = &[
             "Updated. Your next order goes to 12 Harbour Street, flat 3.",
         ],
         memo: &["Address changed", " to 12 Harbour St, flat 3."],
+        keywords: &["address", "moved", "moving"],
     },
     Topic {
         reason: "product question",
@@ -187,12 +204,58 @@ pub(crate) const TOPICS: &[Topic] = &[
             "Yes, any USB-C charger of 20 W or more works.",
         ],
         memo: &["Asked about X200 accessories."],
+        keywords: &["charger", "x200", "battery", "cable", "work with"],
     },
 ];
 
 pub(crate) fn topic(rng: &mut impl Rng) -> &'static Topic {
     TOPICS.choose(rng).unwrap_or(&TOPICS[0])
 }
+
+/// What an agent answers when a customer's words match no known topic: listen, act, confirm.
+pub(crate) const GENERAL: Topic = Topic {
+    reason: "general",
+    subject: "A question",
+    opening: "",
+    follow_ups: &[],
+    answers: &[
+        "Thanks for explaining. Let me look into that for you.",
+        "I've checked it on our side and put a note on your account; you'll get a confirmation by email shortly.",
+        "Is there anything else I can help with?",
+    ],
+    memo: &[
+        "General question,",
+        " looked into it,",
+        " confirmation sent.",
+    ],
+    keywords: &[],
+};
+
+/// The topic a customer's message is about: a simulated customer's own lines first, then
+/// the words in it; `None` if nothing matches.
+pub(crate) fn topic_for(said: &str) -> Option<&'static Topic> {
+    let said = said.trim();
+    if said.is_empty() {
+        return None;
+    }
+    if let Some(t) = TOPICS
+        .iter()
+        .find(|t| said.starts_with(t.opening) || t.follow_ups.contains(&said))
+    {
+        return Some(t);
+    }
+    let lower = said.to_lowercase();
+    TOPICS
+        .iter()
+        .find(|t| t.keywords.iter().any(|k| lower.contains(k)))
+}
+
+/// Short answers to anything a customer adds once the agent has said what they had to say.
+pub(crate) const MORE_ANSWERS: &[&str] = &[
+    "Noted, I've added that to your case.",
+    "Understood. Anything else on your mind?",
+    "You're welcome!",
+];
 
 /// The agent's first words on a chat.
 pub(crate) fn greeting(agent_first_name: &str, customer: &str) -> String {

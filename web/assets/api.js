@@ -38,6 +38,87 @@ export function clearSession(onlyToken) {
   localStorage.removeItem(SESSION_KEY);
 }
 
+// ---------------------------------------------------------------------------
+// Cluster: with several nodes (docs/high-availability.md) only the active one
+// serves. Every reply of a clustered node names the nodes in the
+// `x-switchboard-nodes` header, which the page remembers. When the live socket
+// drops and the node is unreachable or standby, the page asks the nodes it knows
+// (GET /api/v1/cluster, readable from any origin) which one is active, and moves
+// there, handing the stored session over in the URL fragment (never sent to a
+// server). A single server sends no such header, so nothing here runs there.
+
+const CLUSTER_KEY = 'switchboard.cluster.nodes';
+const HANDOFF = '#session=';
+
+(function takeHandedOverSession() {
+  try {
+    if (location.hash.startsWith(HANDOFF)) {
+      const s = JSON.parse(decodeURIComponent(location.hash.slice(HANDOFF.length)));
+      if (s && typeof s.token === 'string' && s.token) saveSession(s);
+      history.replaceState(null, '', location.pathname + location.search);
+    }
+  } catch { /* not a handoff */ }
+})();
+
+function knownNodes() {
+  try {
+    const list = JSON.parse(localStorage.getItem(CLUSTER_KEY) || '[]');
+    return Array.isArray(list) ? list.filter((n) => typeof n === 'string' && n) : [];
+  } catch {
+    return [];
+  }
+}
+
+function noteClusterNodes(res) {
+  const nodes = res.headers.get('x-switchboard-nodes');
+  if (!nodes) return;
+  const list = nodes.split(/\s+/).filter(Boolean);
+  if (list.length && JSON.stringify(list) !== JSON.stringify(knownNodes())) {
+    localStorage.setItem(CLUSTER_KEY, JSON.stringify(list));
+  }
+}
+
+async function clusterInfo(base) {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), 2000);
+  try {
+    const res = await fetch(`${base}${API}/cluster`, { signal: ctl.signal, cache: 'no-store' });
+    if (!res.ok) return null;
+    const info = await res.json();
+    if (Array.isArray(info.nodes) && info.nodes.length) {
+      localStorage.setItem(CLUSTER_KEY, JSON.stringify(info.nodes));
+    }
+    return info;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+/** Moves the page to the active node when this one is not it. Returns true when
+ *  the page is leaving. */
+export async function followActiveNode() {
+  const known = knownNodes();
+  if (known.length === 0) return false;
+  const own = await clusterInfo('');
+  if (own && own.role === 'active') return false;
+  if (!own && known.length === 0) return false;
+  let active = own && own.active;
+  for (const base of known) {
+    if (active) break;
+    if (base === location.origin) continue;
+    const info = await clusterInfo(base);
+    if (info && info.role === 'active') active = base;
+    else if (info && info.active) active = info.active;
+  }
+  if (!active || active.replace(/\/$/, '') === location.origin) return false;
+  const session = loadSession();
+  const hand = session ? HANDOFF + encodeURIComponent(JSON.stringify(session)) : '';
+  location.replace(active.replace(/\/$/, '') + location.pathname + location.search + hand);
+  return true;
+}
+
 /** Go to the login page, telling it why. */
 export function gotoLogin(reason) {
   const q = reason ? `?ended=${encodeURIComponent(reason)}` : '';
@@ -96,6 +177,7 @@ export async function api(method, path, { token, body, keepalive = false, signal
     throw new ApiError(0, 'network_error', 'The server could not be reached.');
   }
   noteServerDate(res);
+  noteClusterNodes(res);
   const text = await res.text().catch(() => '');
   let data = null;
   if (text) {
@@ -320,6 +402,11 @@ export class LiveSocket {
         return;
       }
       if (verdict === 'retry') {
+        // Unreachable or standby: in a cluster, another node may be serving now.
+        try {
+          if (await followActiveNode()) return;
+        } catch { /* stay on this node */ }
+        if (this.stopped) return;
         this.schedule();
         return;
       }
@@ -343,7 +430,8 @@ export function tokenProbe(path, getToken) {
       return 'ok';
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) return CLOSE_UNAUTHORIZED;
-      return e instanceof ApiError && e.status === 0 ? 'retry' : 'ok';
+      // Unreachable, or a standby node (503): try again, or elsewhere.
+      return e instanceof ApiError && (e.status === 0 || e.status === 503) ? 'retry' : 'ok';
     }
   };
 }

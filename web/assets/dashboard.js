@@ -628,20 +628,24 @@ function groupView(g, gid) {
     h('dl', { class: 'fields' }, field('Group ID', 'group-id', h('span', { class: 'mono' }, (g && g.group_id) || gid))),
     h('p', { class: 'small muted group-note' },
       `${list.length} related conversation${list.length === 1 ? '' : 's'}: the first one, its transfers, consultations, requeues and callbacks, oldest first.`),
+    // Three columns of two facts each, so the table fits the side pane as well as the full
+    // width below it.
     h('div', { class: 'table-wrap' }, h('table', { class: 'data', testid: 'group-table' },
       h('thead', null, h('tr', null,
-        h('th', { scope: 'col' }, 'Conversation'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Agent'),
-        h('th', { scope: 'col' }, 'Origin'), h('th', { scope: 'col' }, 'Queue arrival'),
-        h('th', { scope: 'col' }, 'Disconnect reason'))),
+        h('th', { scope: 'col', title: 'Conversation, medium · queue, origin' }, 'Conversation'),
+        h('th', { scope: 'col', title: 'Status and agent' }, 'Status'),
+        h('th', { scope: 'col', title: 'Queue arrival time and disconnect reason' }, 'Arrival'))),
       h('tbody', null, list.map((c) => h('tr', {
         testid: 'group-row', class: c.id === from ? 'current' : '', dataset: { conversationId: c.id, status: c.status || '' },
       },
-      h('td', null, convLink(c.id), h('span', { class: 'sub nowrap' }, `${c.channel === 'chat' ? c.medium || 'chat' : c.channel || '—'} · ${c.queue || '—'}`)),
-      h('td', null, statusPill(c.status)),
-      h('td', { testid: 'agent' }, c.agent || h('span', { class: 'muted' }, 'No agent')),
-      h('td', { testid: 'origin-kind' }, humanize(c.origin && c.origin.kind)),
-      h('td', { class: 'nowrap', testid: 'queue-arrival', title: c.queue_arrival_time || '' }, when(c.queue_arrival_time)),
-      h('td', null, reasonEl(c.disconnect_reason))))))));
+      h('td', null, convLink(c.id),
+        h('span', { class: 'sub' }, `${c.channel === 'chat' ? c.medium || 'chat' : c.channel || '—'} · ${c.queue || '—'}`),
+        h('span', { class: 'sub', testid: 'origin-kind' }, humanize(c.origin && c.origin.kind))),
+      h('td', null, statusPill(c.status),
+        h('span', { class: 'sub', testid: 'agent' }, c.agent || 'No agent')),
+      h('td', null,
+        h('span', { class: 'nowrap', testid: 'queue-arrival', title: c.queue_arrival_time || '' }, when(c.queue_arrival_time)),
+        h('span', { class: 'sub' }, reasonEl(c.disconnect_reason)))))))));
 }
 
 window.addEventListener('hashchange', () => renderSide(true));

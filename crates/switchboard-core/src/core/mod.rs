@@ -747,6 +747,11 @@ impl Core {
         self.work.conversations.get(id)
     }
 
+    /// Every conversation the core holds in memory (open work and work closed in this batch).
+    pub fn conversations(&self) -> impl Iterator<Item = &Conversation> {
+        self.work.conversations.values()
+    }
+
     /// Puts a closed conversation read back from the store into memory for one command
     /// that needs it (a callback of a handled call); released again at the next write-out.
     pub fn adopt_closed(&mut self, c: Conversation) {
