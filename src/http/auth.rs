@@ -6,6 +6,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Bearer, Body, ClientIp, new_token, token_hash};
+use super::reply::Done;
 use super::state::AppState;
 use crate::core::Command;
 use crate::core::Reply;
@@ -15,8 +16,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Addresses tracked per limiter; beyond this, new addresses are refused until the minute
 /// turns (an attacker cannot grow the map without bound, nor reset others' counts).
@@ -185,7 +187,7 @@ impl Guard {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     username: String,
@@ -237,6 +239,13 @@ fn verify_password(phc: &str, password: &str) -> bool {
 /// POST /api/v1/login — checks `{username, password}` against the configured agents, then
 /// supervisors, and opens (or takes over) the session: `{token, role, agent_id, session_id}`.
 /// Unknown users cost the same verification and get the same 401; limited per address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "sessions",
+    request_body = LoginBody,
+    responses((status = 200, description = "Logged in.", body = LoginResponse))
+)]
 pub async fn login(
     State(state): State<AppState>,
     Extension(guard): Extension<Arc<Guard>>,
@@ -299,20 +308,35 @@ pub async fn login(
     else {
         return Err(ApiError::unauthorized());
     };
-    let role = match role {
-        Role::Agent => "agent",
-        Role::Supervisor => "supervisor",
-    };
-    Ok(axum::response::IntoResponse::into_response(Json(json!({
-        "token": token,
-        "role": role,
-        "agent_id": user,
-        "session_id": session_id,
-    }))))
+    Ok(axum::response::IntoResponse::into_response(Json(
+        LoginResponse {
+            token,
+            role,
+            agent_id: user,
+            session_id,
+        },
+    )))
+}
+
+/// A new session: its token (for `Authorization: Bearer` and the WebSockets' `?token=`),
+/// the role and the user's id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub role: Role,
+    pub agent_id: String,
+    pub session_id: Uuid,
 }
 
 /// POST /api/v1/logout — ends the caller's session (agents: refused with 409
 /// `conversations_open` while voice or chat work is open).
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "sessions",
+    responses((status = 200, description = "Done.", body = Done)),
+    security(("sessionToken" = []))
+)]
 pub async fn logout(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     let reply = state.handle.call(Command::Logout { token }).await?;
     Ok(super::reply::ok(reply))

@@ -6,7 +6,8 @@ use crate::driver::CallError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +101,27 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// The snake_case code (`invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conversations_open`, `capacity_reached`, `invalid_state`, `payload_too_large`,
+    /// `rate_limited`, `unavailable`, …).
+    #[schema(example = "invalid_request")]
+    pub error: &'static str,
+    /// What is wrong, for people.
+    #[schema(example = "agent must not be empty")]
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

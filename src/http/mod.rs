@@ -20,16 +20,36 @@ pub mod ws;
 
 pub use state::AppState;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::{Extension, Router};
+use utoipa::openapi::OpenApi as Document;
+
+/// The API routes (REST and WebSockets) and the OpenAPI document of exactly those routes.
+fn api() -> (Router<AppState>, Document) {
+    let (rest, mut doc) = rest::routes();
+    let (ws, ws_doc) = ws::routes().split_for_parts();
+    doc.merge(ws_doc);
+    (rest.merge(ws), openapi::complete(doc))
+}
+
+/// The OpenAPI document `GET /api/v1/openapi.json` serves.
+pub fn openapi_document() -> Document {
+    api().1
+}
 
 /// The whole HTTP surface: `/api/v1` (REST and WebSockets), the pages, health and metrics.
 pub fn router(state: AppState) -> Router {
     let limits = state.config().limits.clone();
+    let (api, doc) = api();
+    let published = openapi::Published(
+        serde_json::to_string(&doc)
+            .unwrap_or_else(|_| "{}".to_owned())
+            .into(),
+    );
     Router::new()
-        .merge(rest::routes())
-        .merge(ws::routes())
+        .merge(api)
         .merge(pages::routes())
+        .layer(Extension(published))
         .layer(DefaultBodyLimit::max(
             limits.max_body_bytes.max(limits.max_email_bytes + 4096),
         ))

@@ -11,30 +11,56 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use utoipa::ToSchema;
 
 /// How long the driver may take to answer a readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Chunk size of the backup download.
 const BACKUP_CHUNK: usize = 64 * 1024;
 
+/// `{"status": "ok"}` (`/healthz`) or `{"status": "ready"}` (`/readyz`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// GET /healthz — the process is up: `{"status": "ok"}`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up.", body = Health))
+)]
 pub async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+    Json(Health { status: "ok" }).into_response()
 }
 
 /// GET /readyz — `200 {"status": "ready"}` when the driver answers within 1 s, else `503`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, description = "The driver answers.", body = Health))
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, state.handle.inspect(|_| ())).await {
-        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Ok(())) => Json(Health { status: "ready" }).into_response(),
         _ => ApiError::unavailable().into_response(),
     }
 }
 
 /// GET /metrics — Prometheus text exposition of every `switchboard_` counter and gauge;
 /// only for clients on a loopback address.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (loopback clients only).", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Response> {
     if !ip.is_loopback() {
         return Err(ApiError::forbidden(
@@ -54,6 +80,13 @@ pub async fn metrics(State(state): State<AppState>, ClientIp(ip): ClientIp) -> A
 /// GET /api/v1/backup — a consistent copy of the store as a redb file download
 /// (supervisors). Restore: stop the service, replace `<data_dir>/switchboard.redb` with it,
 /// start.
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup",
+    tag = "operations",
+    responses((status = 200, description = "A consistent copy of the store as a redb file (supervisors).", body = Vec<u8>, content_type = "application/octet-stream")),
+    security(("sessionToken" = []))
+)]
 pub async fn backup(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     match state.handle.call(Command::Authenticate { token }).await? {
         Reply::Principal(Principal::Supervisor { .. }) => {}

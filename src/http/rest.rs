@@ -15,68 +15,64 @@ use super::state::AppState;
 use super::{openapi, ops};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa::openapi::OpenApi as Document;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Every REST route, the health and metrics endpoints and the OpenAPI document, with the
-/// per-router rate limiters (one [`Guard`] per router).
-pub fn routes() -> Router<AppState> {
+/// per-router rate limiters (one [`Guard`] per router). Each route is registered once, with
+/// the `#[utoipa::path]` of its handler: the router and the paths of the OpenAPI document
+/// come from this one list.
+pub fn routes() -> (Router<AppState>, Document) {
     let guard = Arc::new(Guard::default());
-    Router::new()
-        .route("/api/v1/login", post(auth::login))
-        .route("/api/v1/logout", post(auth::logout))
-        .route("/api/v1/agent/state", get(agent::state))
-        .route("/api/v1/agent/presence", put(agent::presence))
-        .route("/api/v1/conversations/{id}/accept", post(agent::accept))
-        .route("/api/v1/conversations/{id}/reject", post(agent::reject))
-        .route("/api/v1/conversations/{id}/messages", post(agent::message))
-        .route("/api/v1/conversations/{id}/draft", put(agent::draft))
-        .route("/api/v1/conversations/{id}/metadata", post(agent::metadata))
-        .route("/api/v1/conversations/{id}/end", post(agent::end))
-        .route("/api/v1/conversations/{id}/complete", post(agent::complete))
-        .route("/api/v1/conversations/{id}/transfer", post(agent::transfer))
-        .route("/api/v1/conversations/{id}/consult", post(agent::consult))
-        .route("/api/v1/conversations/{id}/callback", post(agent::callback))
-        .route(
-            "/api/v1/conversations/{id}/reassign",
-            post(supervisor::reassign),
-        )
-        .route(
-            "/api/v1/queues/{id}/conversations",
-            get(agent::queue_conversations),
-        )
-        .route("/api/v1/queues/{id}/pick", post(agent::pick))
-        .route("/api/v1/conversations/{id}", get(supervisor::details))
-        .route("/api/v1/groups/{group_id}", get(supervisor::group))
-        .route("/api/v1/conversations", get(supervisor::search))
-        .route("/api/v1/agents", get(supervisor::agents))
-        .route(
-            "/api/v1/agents/{agent_id}/release",
-            post(supervisor::release),
-        )
-        .route("/api/v1/alerts", get(supervisor::alerts))
-        .route("/api/v1/queues", get(supervisor::queues))
-        .route("/api/v1/chats", post(customer::start))
-        .route("/api/v1/chat", get(customer::state))
-        .route("/api/v1/chat/messages", post(customer::message))
-        .route("/api/v1/chat/end", post(customer::end))
-        .route("/api/v1/inbound/messages", post(integration::message))
-        .route("/api/v1/inbound/emails", post(integration::email))
-        .route("/api/v1/inbound/calls", post(integration::call))
-        .route(
-            "/api/v1/inbound/calls/{id}/hangup",
-            post(integration::hangup),
-        )
-        .route("/api/v1/backup", get(ops::backup))
-        .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(agent::state))
+        .routes(routes!(agent::presence))
+        .routes(routes!(agent::accept))
+        .routes(routes!(agent::reject))
+        .routes(routes!(agent::message))
+        .routes(routes!(agent::draft))
+        .routes(routes!(agent::metadata))
+        .routes(routes!(agent::end))
+        .routes(routes!(agent::complete))
+        .routes(routes!(agent::transfer))
+        .routes(routes!(agent::consult))
+        .routes(routes!(agent::callback))
+        .routes(routes!(supervisor::reassign))
+        .routes(routes!(agent::queue_conversations))
+        .routes(routes!(agent::pick))
+        .routes(routes!(supervisor::details))
+        .routes(routes!(supervisor::group))
+        .routes(routes!(supervisor::search))
+        .routes(routes!(supervisor::agents))
+        .routes(routes!(supervisor::release))
+        .routes(routes!(supervisor::alerts))
+        .routes(routes!(supervisor::queues))
+        .routes(routes!(customer::start))
+        .routes(routes!(customer::state))
+        .routes(routes!(customer::message))
+        .routes(routes!(customer::end))
+        .routes(routes!(integration::message))
+        .routes(routes!(integration::email))
+        .routes(routes!(integration::call))
+        .routes(routes!(integration::hangup))
+        .routes(routes!(ops::backup))
+        .routes(routes!(openapi::document))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let router = router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(Extension(guard))
-        .layer(axum::middleware::from_fn(refuse_query_token))
+        .layer(axum::middleware::from_fn(refuse_query_token));
+    (router, doc)
 }
 
 /// Refuses every REST request with `?token=` (401): only WebSocket routes take a token in

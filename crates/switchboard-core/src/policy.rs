@@ -190,6 +190,7 @@ pub struct SupervisorPolicy {
 /// A communication channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Channel {
     Voice,
     Chat,

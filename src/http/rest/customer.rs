@@ -4,10 +4,12 @@
 
 use super::agent::TextBody;
 use crate::core::Command;
+use crate::core::view::ChatSnapshot;
 use crate::http::auth::Guard;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Body;
 use crate::http::extract::{Bearer, ClientIp, new_token, token_hash};
+use crate::http::reply::{ChatName, ChatStarted, Done, MAX_NAME_CHARS};
 use crate::http::reply::{message_text, ok, respond};
 use crate::http::state::AppState;
 use axum::extract::State;
@@ -15,16 +17,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-/// Longest customer name.
-const MAX_NAME_CHARS: usize = 100;
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
     queue: String,
+    #[schema(value_type = ChatName)]
     name: String,
     #[serde(default)]
     text: Option<String>,
@@ -32,6 +32,13 @@ pub struct StartBody {
 
 /// POST /api/v1/chats — `{queue, name, text?}`: starts a web chat; `201` with
 /// `{conversation_id, group_id, token}` (the customer token for `/chat` and `/chat/ws`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chats",
+    tag = "customer",
+    request_body = StartBody,
+    responses((status = 201, description = "The chat started, with the customer token.", body = ChatStarted))
+)]
 pub async fn start(
     State(state): State<AppState>,
     Extension(guard): Extension<Arc<Guard>>,
@@ -78,21 +85,36 @@ pub async fn start(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "conversation_id": conversation_id,
-            "group_id": group_id,
-            "token": token,
-        })),
+        Json(ChatStarted {
+            conversation_id,
+            group_id,
+            token: Some(token),
+        }),
     )
         .into_response())
 }
 
 /// GET /api/v1/chat — the customer's chat: transcript, status, queue position, agent name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat",
+    tag = "customer",
+    responses((status = 200, description = "The chat.", body = ChatSnapshot)),
+    security(("customerToken" = []))
+)]
 pub async fn state(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::ChatState { token }).await?))
 }
 
 /// POST /api/v1/chat/messages — `{text}`: the customer writes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/messages",
+    tag = "customer",
+    request_body = TextBody,
+    responses((status = 200, description = "Done.", body = Done)),
+    security(("customerToken" = []))
+)]
 pub async fn message(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -108,6 +130,13 @@ pub async fn message(
 
 /// POST /api/v1/chat/end — the customer leaves (`wrap_up`/`CustomerEnded` in process,
 /// `abandoned` before).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/end",
+    tag = "customer",
+    responses((status = 200, description = "Done.", body = Done)),
+    security(("customerToken" = []))
+)]
 pub async fn end(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state
         .handle

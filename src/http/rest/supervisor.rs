@@ -7,24 +7,35 @@ use super::agent::TargetBody;
 use crate::config::Channel;
 use crate::core::access::HistoryReader;
 use crate::core::model::{Conversation, Status};
+use crate::core::view::{AgentView, AlertView, QueueView};
 use crate::core::view::{ConversationView, MessageView};
 use crate::core::{Command, Reply};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Bearer;
 use crate::http::extract::{ApiQuery, Body, IdPath, QueuePath};
+use crate::http::reply::Done;
 use crate::http::reply::ok;
 use crate::http::state::AppState;
 use crate::store::{SearchQuery, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// POST /api/v1/conversations/{id}/reassign — `{queue}` or `{agent}`: a supervisor closes the
 /// conversation (`Reassigned`) and sends the work on; answers the new conversation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/reassign",
+    tag = "supervisor",
+    params(("id" = Uuid, Path, description = "Conversation id")),
+    request_body = TargetBody,
+    responses((status = 200, description = "The new conversation.", body = ConversationView)),
+    security(("sessionToken" = []))
+)]
 pub async fn reassign(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -77,6 +88,14 @@ async fn may_read_group(
 
 /// GET /api/v1/conversations/{id} — Conversation Details: every field, the `events`
 /// timeline and (chat, email) the transcript. Supervisors; agents for groups they worked in.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "history",
+    params(("id" = Uuid, Path, description = "Conversation id")),
+    responses((status = 200, description = "The conversation with its `messages` and `events`.", body = ConversationView)),
+    security(("sessionToken" = []))
+)]
 pub async fn details(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -98,6 +117,14 @@ pub async fn details(
 
 /// GET /api/v1/groups/{group_id} — `{group_id, conversations}`: every conversation of the
 /// group, oldest first. Same readers as the details.
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups/{group_id}",
+    tag = "history",
+    params(("group_id" = Uuid, Path, description = "Group id")),
+    responses((status = 200, description = "The group.", body = Group)),
+    security(("sessionToken" = []))
+)]
 pub async fn group(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -110,13 +137,25 @@ pub async fn group(
     }
     may_read_group(&state, &reader, group_id).await?;
     let conversations: Vec<ConversationView> = members.iter().map(ConversationView::of).collect();
-    Ok(Json(json!({ "group_id": group_id, "conversations": conversations })).into_response())
+    Ok(Json(Group {
+        group_id,
+        conversations,
+    })
+    .into_response())
+}
+
+/// A group: the conversations that share one customer contact, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Group {
+    pub group_id: Uuid,
+    pub conversations: Vec<ConversationView>,
 }
 
 /// The filters of `GET /api/v1/conversations` as its query string gives them; an unknown
 /// parameter or a bad value is a 400 and an empty value is absent (see [`ApiQuery`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     status: Option<Status>,
     queue: Option<String>,
@@ -125,6 +164,7 @@ pub struct SearchParams {
     /// Only conversations older than this one: the next page.
     before: Option<Uuid>,
     /// Default 100; anything above 1000 counts as 1000.
+    #[param(minimum = 0)]
     limit: Option<usize>,
 }
 
@@ -147,6 +187,14 @@ impl From<SearchParams> for SearchQuery {
 /// GET /api/v1/conversations?status=&queue=&agent=&channel=&limit=&before= — supervisors
 /// search every stored conversation, newest first (`limit` default 100, at most 1000);
 /// `before=<id>` gives the page of older ones (docs/rescue.md#search-pages).
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "history",
+    params(SearchParams),
+    responses((status = 200, description = "The conversations found, newest first.", body = [ConversationView])),
+    security(("sessionToken" = []))
+)]
 pub async fn search(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -160,17 +208,39 @@ pub async fn search(
 }
 
 /// GET /api/v1/agents — every agent: session, presence, capabilities, SIP, open work.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "supervisor",
+    responses((status = 200, description = "Every configured agent.", body = [AgentView])),
+    security(("sessionToken" = []))
+)]
 pub async fn agents(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Agents { token }).await?))
 }
 
 /// GET /api/v1/alerts — the standing supervisor alerts, oldest first (docs/rescue.md#alerts).
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "supervisor",
+    responses((status = 200, description = "The standing alerts, oldest first.", body = [AlertView])),
+    security(("sessionToken" = []))
+)]
 pub async fn alerts(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Alerts { token }).await?))
 }
 
 /// POST /api/v1/agents/{agent_id}/release — a supervisor ends the agent's session now, as if
 /// its grace period had run out (docs/rescue.md#release); `409 invalid_state` without one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{agent_id}/release",
+    tag = "supervisor",
+    params(("agent_id" = String, Path, description = "Agent id")),
+    responses((status = 200, description = "Done.", body = Done)),
+    security(("sessionToken" = []))
+)]
 pub async fn release(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -183,6 +253,13 @@ pub async fn release(
 }
 
 /// GET /api/v1/queues — every queue: channel, waiting count, oldest arrival.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    tag = "supervisor",
+    responses((status = 200, description = "Every configured queue.", body = [QueueView])),
+    security(("sessionToken" = []))
+)]
 pub async fn queues(State(state): State<AppState>, Bearer(token): Bearer) -> ApiResult<Response> {
     Ok(ok(state.handle.call(Command::Queues { token }).await?))
 }

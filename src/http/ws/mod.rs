@@ -14,16 +14,16 @@ use crate::core::model::TokenHash;
 use crate::core::view::{ChatEvent, PanelEvent};
 use crate::core::{Command, LossCause, Principal, Rejection, Reply};
 use crate::driver::{CallError, FrameRx, Handle};
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use axum::routing::get;
 use conn::{ClientFrames, End, Heartbeat, PONG, error_frame};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Close code: the token is unknown or revoked (final for clients).
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -35,11 +35,11 @@ pub const CLOSE_TOO_MANY_SOCKETS: u16 = 4409;
 pub const CLOSE_UNAVAILABLE: u16 = 1011;
 
 /// The WebSocket routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/agent/ws", get(agent_ws))
-        .route("/api/v1/chat/ws", get(chat_ws))
-        .route("/api/v1/dashboard/ws", get(dashboard_ws))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(agent_ws))
+        .routes(routes!(chat_ws))
+        .routes(routes!(dashboard_ws))
 }
 
 /// Which socket.
@@ -52,6 +52,14 @@ enum Kind {
 
 /// GET /api/v1/agent/ws?token= — the agent panel socket: the snapshot, then panel events;
 /// the socket is the session's connection (its loss starts the grace period).
+#[utoipa::path(
+    get,
+    path = "/api/v1/agent/ws",
+    tag = "agent",
+    params(("token" = Option<String>, Query, description = "The session token, where `Authorization: Bearer` cannot be sent.")),
+    responses((status = 101, description = "Switching Protocols: the WebSocket is open.")),
+    security(("tokenQuery" = []), ("sessionToken" = []))
+)]
 async fn agent_ws(
     State(state): State<AppState>,
     WsBearer(token): WsBearer,
@@ -62,6 +70,14 @@ async fn agent_ws(
 
 /// GET /api/v1/chat/ws?token= — the customer's chat socket: the chat snapshot, then
 /// `message` and `status` frames; takes `{"type":"message","text"}` and `{"type":"end"}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/ws",
+    tag = "customer",
+    params(("token" = Option<String>, Query, description = "The customer token, where `Authorization: Bearer` cannot be sent.")),
+    responses((status = 101, description = "Switching Protocols: the WebSocket is open.")),
+    security(("tokenQuery" = []), ("customerToken" = []))
+)]
 async fn chat_ws(
     State(state): State<AppState>,
     WsBearer(token): WsBearer,
@@ -72,6 +88,14 @@ async fn chat_ws(
 
 /// GET /api/v1/dashboard/ws?token= — the supervisor Dashboard stream: a snapshot of agents
 /// and queues, then `agent`, `queue` and `conversation` frames.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dashboard/ws",
+    tag = "supervisor",
+    params(("token" = Option<String>, Query, description = "The session token, where `Authorization: Bearer` cannot be sent.")),
+    responses((status = 101, description = "Switching Protocols: the WebSocket is open.")),
+    security(("tokenQuery" = []), ("sessionToken" = []))
+)]
 async fn dashboard_ws(
     State(state): State<AppState>,
     WsBearer(token): WsBearer,

@@ -14,6 +14,7 @@ pub type TokenHash = [u8; 32];
 /// The medium of a conversation: chat covers web chat, SMS and social media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Medium {
     Voice,
     Email,
@@ -43,6 +44,7 @@ impl Medium {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Status {
     InQueue,
     Offered,
@@ -85,6 +87,7 @@ impl Status {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum OriginKind {
     Inbound,
     Requeue,
@@ -94,13 +97,16 @@ pub enum OriginKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Origin {
     pub kind: OriginKind,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub previous: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum DisconnectParty {
     Agent,
     Customer,
@@ -108,6 +114,7 @@ pub enum DisconnectParty {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum DisconnectReason {
     CustomerEnded,
     CustomerAbandoned,
@@ -139,6 +146,7 @@ pub struct Customer {
 
 /// Saved metadata (and, with the same shape, an unsaved draft).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Metadata {
     pub script: BTreeMap<String, String>,
     pub memo: String,
@@ -146,6 +154,7 @@ pub struct Metadata {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum EventKind {
     Queued,
     Offered,
@@ -171,10 +180,13 @@ pub enum EventKind {
 
 /// One row of a conversation's event timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Event {
     pub at: Timestamp,
     pub event: EventKind,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub agent: Option<AgentId>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub detail: Option<String>,
 }
 
@@ -218,6 +230,7 @@ impl Conversation {
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Sender {
     Agent,
     Customer,
@@ -227,6 +240,7 @@ pub enum Sender {
 /// Delivery of an agent reply to an outbound webhook (sms, social, email).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Delivery {
     Pending,
     Delivered,
@@ -261,6 +275,7 @@ pub struct Thread {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum SessionState {
     Connected,
     Disconnected,
@@ -268,6 +283,7 @@ pub enum SessionState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Role {
     Agent,
     Supervisor,
@@ -290,6 +306,7 @@ pub struct Session {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Presence {
     Ready,
     NotReady,

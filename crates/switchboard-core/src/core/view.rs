@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Customer))]
 pub struct CustomerView {
     pub name: String,
     pub address: String,
@@ -20,23 +22,32 @@ pub struct CustomerView {
 /// A conversation as every API shows it (every field of docs/domain.md#conversation-fields, `null`
 /// where unknown).
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Conversation))]
 pub struct ConversationView {
     pub id: Uuid,
     pub group_id: Uuid,
     pub channel: Channel,
+    #[cfg_attr(feature = "utoipa", schema(value_type = super::model::Medium))]
     pub medium: &'static str,
     pub queue: String,
     pub status: Status,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub agent: Option<AgentId>,
     pub customer: CustomerView,
     pub origin: Origin,
     pub queue_arrival_time: Timestamp,
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub ended_at: Option<Timestamp>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub disconnect_party: Option<DisconnectParty>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub disconnect_reason: Option<DisconnectReason>,
     pub metadata: Metadata,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub subject: Option<String>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub offer_expires_at: Option<Timestamp>,
     /// The transcript (chat and email) in agent-facing views.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +87,8 @@ impl ConversationView {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Message))]
 pub struct MessageView {
     pub id: Uuid,
     pub from: super::model::Sender,
@@ -98,6 +111,7 @@ impl MessageView {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Capabilities {
     pub voice: bool,
     pub chat: bool,
@@ -105,12 +119,14 @@ pub struct Capabilities {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Banner {
     pub code: String,
     pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct SessionRef {
     pub id: Uuid,
     pub state: SessionState,
@@ -119,6 +135,7 @@ pub struct SessionRef {
 
 /// `GET /agent/state` and the first panel frame.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AgentSnapshot {
     pub session: SessionRef,
     pub presence: Presence,
@@ -157,12 +174,15 @@ pub enum PanelEvent {
 
 /// The customer's view of their chat.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ChatSnapshot {
     pub conversation_id: Uuid,
     pub group_id: Uuid,
     pub messages: Vec<MessageView>,
     pub status: Status,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub position: Option<u32>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub agent_name: Option<String>,
     /// The agent has been disconnected for the prompt delay and may come back.
     pub agent_reconnecting: bool,
@@ -189,25 +209,33 @@ pub enum ChatEvent {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct SessionSummary {
     pub id: Uuid,
     pub state: SessionState,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub disconnected_at: Option<Timestamp>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub deadline: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct SipSummary {
     pub registered: bool,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub expires_at: Option<Timestamp>,
 }
 
 /// One row of `GET /agents`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Agent))]
 pub struct AgentView {
     pub agent_id: AgentId,
     pub name: String,
     pub queues: Vec<String>,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub session: Option<SessionSummary>,
     pub presence: Presence,
     pub capabilities: Capabilities,
@@ -218,17 +246,21 @@ pub struct AgentView {
 
 /// One row of `GET /queues`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Queue))]
 pub struct QueueView {
     pub id: String,
     pub name: String,
     pub channel: Channel,
     pub waiting: u32,
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub oldest_arrival: Option<Timestamp>,
 }
 
 /// What a supervisor alert is about (docs/rescue.md#alerts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum AlertKind {
     /// An agent holding chats or calls has been disconnected for the prompt delay.
     AgentInGrace,
@@ -250,6 +282,8 @@ impl AlertKind {
 
 /// One standing supervisor alert (`GET /alerts`, Dashboard `alert` frames).
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Alert))]
 pub struct AlertView {
     pub id: Uuid,
     pub kind: AlertKind,
