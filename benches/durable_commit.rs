@@ -65,6 +65,9 @@ fn config() -> Config {
         requeue_position: RequeuePosition::Original,
         sticky_agent: std::time::Duration::ZERO,
     }];
+    // One customer thread takes every message a client sends in the run.
+    cfg.limits.max_messages_per_thread = usize::MAX;
+    cfg.limits.customer_messages_per_minute = u32::MAX;
     cfg
 }
 
