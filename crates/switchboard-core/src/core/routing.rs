@@ -10,6 +10,7 @@ use super::model::{
 use super::time::{Now, Timestamp};
 use super::{AgentRt, Core, QueueRt, Timer};
 use crate::policy::{Channel, RequeuePosition};
+use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 use uuid::Uuid;
 
@@ -53,44 +54,64 @@ impl Core {
     /// eligible member idle longest on that channel who has not declined it. The eligible
     /// members come from the queue's `ready` index: O(log n) per offer.
     pub(super) fn allocate(&mut self, now: Now) {
-        let queue_ids: Vec<String> = self
+        // Each queue is walked oldest first; across queues the oldest waiting conversation
+        // goes first, so an agent in several queues of a channel takes the customer who has
+        // waited longest, whichever queue they are in (docs/routing.md#allocation).
+        let mut after: BTreeMap<String, Option<(i64, Uuid)>> = self
             .org
             .queues
             .iter()
             .filter(|(_, q)| !q.waiting.is_empty() && !q.ready.is_empty())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| (k.clone(), None))
             .collect();
-        for qid in queue_ids {
-            let mut after: Option<(i64, Uuid)> = None;
-            while let Some(q) = self.org.queues.get(&qid) {
-                if q.ready.is_empty() {
-                    break;
+        loop {
+            let mut best: Option<((i64, Uuid), String)> = None;
+            let mut done: Vec<String> = Vec::new();
+            for (qid, cursor) in &after {
+                let next = self.org.queues.get(qid).and_then(|q| {
+                    if q.ready.is_empty() {
+                        return None;
+                    }
+                    match cursor {
+                        None => q.waiting.first(),
+                        Some(k) => q.waiting.range((Excluded(*k), Unbounded)).next(),
+                    }
+                });
+                match next {
+                    None => done.push(qid.clone()),
+                    Some(&key) => {
+                        if best.as_ref().is_none_or(|(b, _)| key < *b) {
+                            best = Some((key, qid.clone()));
+                        }
+                    }
                 }
-                let next = match after {
-                    None => q.waiting.first(),
-                    Some(k) => q.waiting.range((Excluded(k), Unbounded)).next(),
-                };
-                let Some(&key) = next else {
-                    break;
-                };
-                after = Some(key);
-                let Some(c) = self.work.conversations.get(&key.1) else {
-                    continue;
-                };
-                // A chat reserved for its previous agent goes only to them
-                // (docs/rescue.md#sticky-return).
-                let reserved = self.reserved_for(key.1);
-                let Some(agent) = q
-                    .ready
-                    .iter()
-                    .find(|(_, a)| !c.declined_by.contains(a) && reserved.is_none_or(|r| r == a))
-                    .map(|(_, a)| a.clone())
-                else {
-                    continue;
-                };
-                self.offer(now, key.1, &agent);
-                self.reindex(&agent);
             }
+            for qid in done {
+                after.remove(&qid);
+            }
+            let Some((key, qid)) = best else {
+                break;
+            };
+            after.insert(qid.clone(), Some(key));
+            let Some(c) = self.work.conversations.get(&key.1) else {
+                continue;
+            };
+            let Some(q) = self.org.queues.get(&qid) else {
+                continue;
+            };
+            // A chat reserved for its previous agent goes only to them
+            // (docs/rescue.md#sticky-return).
+            let reserved = self.reserved_for(key.1);
+            let Some(agent) = q
+                .ready
+                .iter()
+                .find(|(_, a)| !c.declined_by.contains(a) && reserved.is_none_or(|r| r == a))
+                .map(|(_, a)| a.clone())
+            else {
+                continue;
+            };
+            self.offer(now, key.1, &agent);
+            self.reindex(&agent);
         }
     }
 

@@ -777,6 +777,29 @@ fn allocation_offers_the_oldest_conversation_to_the_longest_idle_agent() {
 }
 
 #[test]
+fn across_queues_the_customer_waiting_longest_is_offered_first() {
+    let mut cfg = config();
+    for a in &mut cfg.agents {
+        a.capacity.chat = 1;
+    }
+    let mut sim = Sim::with(cfg);
+    // Nobody is online: a chat waits in `support`, then a newer one in `back` (a queue
+    // whose id sorts first).
+    let (older, _) = sim.chat("support", "Dana");
+    sim.advance(1_000);
+    let (newer, _) = sim.chat("back", "Eve");
+    sim.advance(1_000);
+    let (_, _) = sim.online("alice");
+    assert_eq!(sim.conv(older).status, Status::Offered);
+    assert_eq!(sim.conv(older).agent.as_deref(), Some("alice"));
+    assert_eq!(
+        sim.conv(newer).status,
+        Status::InQueue,
+        "alice has room for one chat"
+    );
+}
+
+#[test]
 fn no_offers_to_disconnected_not_ready_full_or_unregistered_agents() {
     let mut sim = Sim::new();
     // Logged in, no panel attached: not connected.
