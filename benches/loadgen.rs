@@ -21,8 +21,10 @@
 //! offered again.
 //!
 //! `cargo bench --bench loadgen -- --agents 2000` (options: `--chats 3 --web 2000
-//! --msg-rate 200 --steady 5 --settle 20 --grace 8`); `cargo test --bench loadgen` runs a
-//! smoke size of a few seconds against the debug binary.
+//! --msg-rate 200 --steady 5 --settle 20 --grace 8`, `--server BIN` for another binary or a
+//! wrapper script that `exec`s it, `--hold SECS` to keep the settled server running for a
+//! look at its heap); `cargo test --bench loadgen` runs a smoke size of a few seconds
+//! against the debug binary.
 
 // A load generator measures real time: it reads the clocks the server itself may not.
 #![allow(clippy::disallowed_methods)]
@@ -66,6 +68,9 @@ struct Args {
     server: PathBuf,
     /// Leave out the `[limits]` keys older binaries do not know (for baseline runs).
     old_limits: bool,
+    /// Seconds to keep the settled server running (pid printed) before the restart, so its
+    /// heap can be inspected from outside.
+    hold_secs: u64,
 }
 
 impl Args {
@@ -83,6 +88,7 @@ impl Args {
             grace_secs: if smoke { 2 } else { 8 },
             server: PathBuf::from(env!("CARGO_BIN_EXE_switchboard")),
             old_limits: false,
+            hold_secs: 0,
         };
         let mut it = argv.iter().skip(1);
         while let Some(flag) = it.next() {
@@ -96,6 +102,7 @@ impl Args {
                 "--settle" => a.settle_secs = num(),
                 "--grace" => a.grace_secs = num().max(1),
                 "--old-limits" => a.old_limits = true,
+                "--hold" => a.hold_secs = num(),
                 "--server" => {
                     if let Some(p) = it.next() {
                         a.server = PathBuf::from(p);
@@ -956,6 +963,10 @@ async fn scenario(
         .ok()
         .flatten();
     let offered_all = last_offer.map(|t| t.saturating_duration_since(ready_at).as_secs_f64());
+    // Every requeued chat in process again (accepted), polled every 5 ms.
+    let all_taken = || w.accepted.load(Ordering::Relaxed) - accepted_before >= total;
+    until(Duration::from_secs(120), all_taken).await;
+    let accepted_all = all_taken().then(|| ready_at.elapsed().as_secs_f64());
     until(Duration::from_secs(180), || {
         w.finished.load(Ordering::Relaxed) >= total
     })
@@ -997,19 +1008,34 @@ async fn scenario(
     sampler.abort();
     let rss_after = srv.rss_kib();
     let hwm = proc_field(srv.pid, "VmHWM:");
+    if a.hold_secs > 0 {
+        println!("# holding server pid {} for {} s", srv.pid, a.hold_secs);
+        tokio::time::sleep(Duration::from_secs(a.hold_secs)).await;
+    }
     srv.stop();
     *srv = Server::start(&a.server, config, &dir.join("server-restart.log"))?;
     wait_ready(&w.api).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_fresh = srv.rss_kib();
 
-    report(a, w, &stats, storm_secs, offered_all, &dash_ends);
+    report(
+        a,
+        w,
+        &stats,
+        storm_secs,
+        (offered_all, accepted_all),
+        &dash_ends,
+    );
     println!();
     println!("| RSS | MiB |");
     println!("|---|---:|");
     println!(
         "| at start (ready, nothing connected) | {:.1} |",
         rss_start as f64 / 1024.0
+    );
+    println!(
+        "| before the storm (end of steady) | {:.1} |",
+        stats[STORM - 1].rss_end as f64 / 1024.0
     );
     println!("| peak (VmHWM) | {:.1} |", hwm as f64 / 1024.0);
     println!(
@@ -1033,7 +1059,7 @@ fn report(
     w: &World,
     stats: &[PhaseStat],
     storm_secs: f64,
-    offered_all: Option<f64>,
+    (offered_all, accepted_all): (Option<f64>, Option<f64>),
     dash_ends: &[String],
 ) {
     let rec = &w.rec;
@@ -1101,10 +1127,13 @@ fn report(
     }
     println!();
     println!(
-        "storm: all {} chats waiting {:.2} s after the drop; every requeued chat offered again {} after the agents turned ready",
+        "storm: all {} chats waiting {:.2} s after the drop; every requeued chat offered again {} and in process {} after the agents turned ready",
         a.agents * a.chats,
         storm_secs,
         offered_all
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "never".into()),
+        accepted_all
             .map(|s| format!("{s:.2} s"))
             .unwrap_or_else(|| "never".into())
     );

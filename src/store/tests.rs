@@ -567,6 +567,39 @@ fn a_newer_schema_version_is_refused() {
 }
 
 #[test]
+fn the_page_cache_stays_bounded_however_much_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&RedbStore::file_in(dir.path())).unwrap();
+    // Several times the cache's bound of conversations with their timelines.
+    for batch in 0..60u128 {
+        let mut writes = Vec::new();
+        for n in 0..500u128 {
+            let c = conversation(batch * 1000 + n, batch * 1000 + n, Status::Handled);
+            writes.push(Write::Event {
+                conversation: c.id,
+                seq: 0,
+                event: event(Some("alice")),
+            });
+            writes.push(put(&c));
+        }
+        store.apply(&writes).unwrap();
+    }
+    let file = std::fs::metadata(RedbStore::file_in(dir.path()))
+        .unwrap()
+        .len();
+    assert!(
+        file as usize > 2 * super::redb::PAGE_CACHE_BYTES,
+        "file of {file} bytes"
+    );
+    let cached = store.cached_bytes();
+    assert!(cached > 0, "the cache is counted in tests");
+    assert!(
+        cached <= super::redb::PAGE_CACHE_BYTES,
+        "{cached} bytes cached"
+    );
+}
+
+#[test]
 fn a_fresh_file_records_the_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = RedbStore::file_in(dir.path());

@@ -159,6 +159,31 @@ pub struct Gauges {
     pub calls_talking: u64,
 }
 
+/// Entries held by each of the core's maps, and the entries they have room for: what a
+/// storm leaves behind once its sessions, sockets and chats have ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub sessions: usize,
+    pub tokens: usize,
+    pub sockets: usize,
+    pub conversations: usize,
+    pub timelines: usize,
+    pub threads: usize,
+    pub open_threads: usize,
+    pub outbox: usize,
+    pub sent_positions: usize,
+    pub alerts: usize,
+    pub sticky: usize,
+    pub timers: usize,
+    /// Entries the hash maps above have room for without growing.
+    pub capacity: usize,
+    /// Effects the (drained) effect queue has room for.
+    pub effect_room: usize,
+}
+
+/// Room for effects kept between batches (an ordinary batch needs far less).
+const EFFECT_ROOM_KEPT: usize = 1024;
+
 /// Everything the store hands back at boot: open work and live sessions.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
@@ -258,6 +283,15 @@ struct Batch {
     batch_queues: BTreeSet<String>,
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
+}
+
+/// Halves the room of a map that is at most a quarter full (and not small): each shrink
+/// at least halves it, so the cost stays proportional to the removals that made room.
+fn shrink_map<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
+    let cap = map.capacity();
+    if cap > 64 && map.len() * 4 <= cap {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -712,6 +746,10 @@ impl Core {
             if let Some(t) = self.work.threads.get(&id) {
                 writes.push(Write::Thread(Box::new(t.rec.clone())));
                 if !t.rec.open {
+                    // The chat is over: its token opens nothing any more.
+                    if let Some(h) = t.rec.token_hash {
+                        self.auth.tokens.remove(&h);
+                    }
                     self.work.threads.remove(&id);
                     self.work.sent_positions.remove(&id);
                 }
@@ -731,12 +769,18 @@ impl Core {
                 writes.push(Write::Agent(Box::new(a.rec.clone())));
             }
         }
+        self.shrink_emptied();
         writes
     }
 
     /// The next thing to tell subscribers (after the batch's writes are committed).
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.batch.effects.pop_front()
+        let effect = self.batch.effects.pop_front();
+        if effect.is_none() && self.batch.effects.capacity() > EFFECT_ROOM_KEPT {
+            // A storm's batch queues tens of thousands of effects: do not keep their room.
+            self.batch.effects.shrink_to(EFFECT_ROOM_KEPT);
+        }
+        effect
     }
 
     /// A conversation the core holds in memory (open work and work closed in this batch).
@@ -780,6 +824,52 @@ impl Core {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// How many entries each map holds now.
+    pub fn footprint(&self) -> Footprint {
+        let (a, w) = (&self.auth, &self.work);
+        Footprint {
+            sessions: a.sessions.len(),
+            tokens: a.tokens.len(),
+            sockets: a.sockets.len(),
+            conversations: w.conversations.len(),
+            timelines: w.timelines.len(),
+            threads: w.threads.len(),
+            open_threads: w.open_threads.len(),
+            outbox: w.outbox.len(),
+            sent_positions: w.sent_positions.len(),
+            alerts: self.rescue.alerts.len(),
+            sticky: self.rescue.sticky.len(),
+            timers: self.wheel.len(),
+            capacity: a.sessions.capacity()
+                + a.tokens.capacity()
+                + a.sockets.capacity()
+                + w.conversations.capacity()
+                + w.timelines.capacity()
+                + w.threads.capacity()
+                + w.open_threads.capacity()
+                + w.outbox.capacity()
+                + w.sent_positions.capacity()
+                + self.rescue.sticky.capacity(),
+            effect_room: self.batch.effects.capacity(),
+        }
+    }
+
+    /// Gives back the room of maps that emptied after a burst (a storm's conversations,
+    /// sessions and tokens), so the high mark is not kept for the life of the process.
+    fn shrink_emptied(&mut self) {
+        let (a, w) = (&mut self.auth, &mut self.work);
+        shrink_map(&mut a.sessions);
+        shrink_map(&mut a.tokens);
+        shrink_map(&mut a.sockets);
+        shrink_map(&mut w.conversations);
+        shrink_map(&mut w.timelines);
+        shrink_map(&mut w.threads);
+        shrink_map(&mut w.open_threads);
+        shrink_map(&mut w.outbox);
+        shrink_map(&mut w.sent_positions);
+        shrink_map(&mut self.rescue.sticky);
     }
 
     pub fn gauges(&self) -> Gauges {

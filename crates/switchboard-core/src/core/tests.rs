@@ -2137,3 +2137,128 @@ fn anyone_may_pick_a_reserved_chat_by_hand() {
     assert_eq!(sim.conv(requeued).status, Status::InProcess);
     assert_eq!(sim.conv(requeued).agent.as_deref(), Some("bob"));
 }
+
+// ----- memory: what a storm leaves behind -----
+
+impl Sim {
+    /// Accepts every conversation offered to one of `tokens`' agents (`a{i}` holds `tokens[i]`).
+    fn accept_all_offers(&mut self, tokens: &[TokenHash]) {
+        let offered: Vec<(Uuid, usize)> = self
+            .core
+            .work
+            .conversations
+            .values()
+            .filter(|c| c.status == Status::Offered)
+            .filter_map(|c| {
+                let i = c.agent.as_deref()?.strip_prefix('a')?.parse().ok()?;
+                Some((c.id, i))
+            })
+            .collect();
+        for (id, i) in offered {
+            self.accept(tokens[i], id);
+        }
+    }
+}
+
+#[test]
+fn a_storm_leaves_no_more_entries_in_memory_than_a_restart_on_the_same_data() {
+    const AGENTS: usize = 30;
+    let mut cfg = config();
+    cfg.agents = (0..AGENTS)
+        .map(|i| agent(&format!("a{i}"), &["support"]))
+        .collect();
+    let mut sim = Sim::with(cfg);
+    let sup = sim.supervisor();
+    let links: Vec<(TokenHash, u64)> = (0..AGENTS).map(|i| sim.online(&format!("a{i}"))).collect();
+    let tokens: Vec<TokenHash> = links.iter().map(|(t, _)| *t).collect();
+    let customers: Vec<TokenHash> = (0..AGENTS * 3)
+        .map(|i| sim.chat("support", &format!("C{i}")).1)
+        .collect();
+    sim.accept_all_offers(&tokens);
+    assert_eq!(sim.core.footprint().conversations, AGENTS * 3);
+
+    // Every panel drops; a grace period later every chat is requeued.
+    for (_, socket) in &links {
+        sim.drop_link(*socket);
+    }
+    sim.advance(GRACE + 1_000);
+    assert_eq!(sim.waiting("support").len(), AGENTS * 3);
+
+    // The agents come back, take the work, finish it and leave; so do the customers.
+    let tokens: Vec<TokenHash> = (0..AGENTS)
+        .map(|i| sim.online(&format!("a{i}")).0)
+        .collect();
+    sim.accept_all_offers(&tokens);
+    let held: Vec<(Uuid, TokenHash)> = sim
+        .core
+        .work
+        .conversations
+        .values()
+        .filter(|c| c.status == Status::InProcess)
+        .filter_map(|c| {
+            let i: usize = c.agent.as_deref()?.strip_prefix('a')?.parse().ok()?;
+            Some((c.id, tokens[i]))
+        })
+        .collect();
+    assert_eq!(held.len(), AGENTS * 3);
+    for (conversation, token) in held {
+        sim.ok(Command::End {
+            token,
+            conversation,
+        });
+        sim.ok(Command::Complete {
+            token,
+            conversation,
+        });
+    }
+    for token in customers {
+        let _ = sim.cmd(Command::CustomerEnd { token });
+    }
+    for token in tokens.into_iter().chain([sup]) {
+        sim.ok(Command::Logout { token });
+    }
+    sim.flush();
+    let after = sim.core.footprint();
+
+    sim.restart(1_000);
+    let fresh = sim.core.footprint();
+    assert_eq!(
+        Footprint {
+            capacity: 0,
+            effect_room: 0,
+            ..after
+        },
+        Footprint {
+            capacity: 0,
+            effect_room: 0,
+            ..fresh
+        },
+        "entries left behind by the storm"
+    );
+    assert_eq!(after.tokens, 0, "no token outlives its session or chat");
+    // Maps that held the storm's hundreds of entries gave their room back.
+    assert!(after.capacity <= 64 * 10, "room kept: {after:?}");
+    assert!(
+        after.effect_room <= EFFECT_ROOM_KEPT,
+        "room kept: {after:?}"
+    );
+}
+
+#[test]
+fn the_effect_queue_gives_back_the_room_of_a_storm_once_drained() {
+    let mut sim = Sim::new();
+    for i in 0..20_000u128 {
+        let thread = Uuid::from_u128(i);
+        sim.core
+            .batch
+            .effects
+            .push_back(Effect::CloseChat { thread });
+    }
+    assert!(sim.core.footprint().effect_room >= 20_000);
+    let mut drained = 0;
+    while sim.core.poll_effect().is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, 20_000);
+    assert!(sim.core.footprint().effect_room <= EFFECT_ROOM_KEPT);
+}
