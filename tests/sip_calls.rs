@@ -93,6 +93,18 @@ impl Peer {
 
     /// Answers a request with `code`, adding `extra` header lines and a body.
     async fn reply(&self, req: &Request, code: u16, extra: &[String], body: &str) {
+        self.reply_tagged(req, code, extra, body, "phone1").await;
+    }
+
+    /// [`Peer::reply`] with our own To tag `tag`.
+    async fn reply_tagged(
+        &self,
+        req: &Request,
+        code: u16,
+        extra: &[String],
+        body: &str,
+        tag: &str,
+    ) {
         let mut resp = switchboard::sip::message::response_to(req, code, "X");
         for (n, v) in &req.headers {
             if n.eq_ignore_ascii_case("Record-Route") {
@@ -102,12 +114,11 @@ impl Peer {
         if code > 100 {
             // A stable tag of our own.
             if let Some((_, to)) = resp.headers.iter_mut().find(|(n, _)| n == "To") {
-                if !to.contains("tag=") {
-                    to.push_str(";tag=phone1");
-                } else if let Some(i) = to.find(";tag=") {
+                if let Some(i) = to.find(";tag=") {
                     to.truncate(i);
-                    to.push_str(";tag=phone1");
                 }
+                to.push_str(";tag=");
+                to.push_str(tag);
             }
         }
         for line in extra {
@@ -351,4 +362,95 @@ async fn a_call_survives_a_restart_and_a_later_bye_reaches_the_caller() {
     phone.response(200, "BYE").await;
     let c = wait_conversation(&server, |c| c["status"] == "wrap_up").await;
     assert_eq!(c["disconnect_reason"], "AgentEnded");
+}
+
+#[tokio::test]
+async fn a_callback_rings_the_phone_then_the_customer_through_the_outbound_proxy() {
+    let customer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = trunk_config();
+    cfg.sip.outbound_proxy = Some(format!("sip:{}", customer.local_addr().unwrap()));
+    let server = TestServer::start_with(cfg).await;
+    let mut customer = Peer {
+        sock: customer,
+        server: server.sip_addr.unwrap(),
+        inbox: Vec::new(),
+    };
+    let mut trunk = Peer::new(&server).await;
+    let mut phone = Peer::new(&server).await;
+    let (token, _ws) = alice_ready(&server, &phone).await;
+    answered_call(&mut trunk, &mut phone, "call-cb").await;
+    let c = wait_conversation(&server, |c| c["status"] == "in_process").await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (status, body) = server
+        .http
+        .post(
+            &format!("/api/v1/conversations/{id}/end"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bye = phone.request("BYE").await;
+    phone.reply(&bye, 200, &[], "").await;
+
+    let (status, body) = server
+        .http
+        .post(
+            &format!("/api/v1/conversations/{id}/callback"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "offered", "dialling: {body}");
+    let new = body["id"].as_str().unwrap().to_string();
+
+    // The agent's phone first, without SDP; its answer carries the offer.
+    let ring = phone.request("INVITE").await;
+    assert!(ring.body.is_empty(), "{ring:?}");
+    assert!(ring.header("From").unwrap().contains("+15551234"));
+    let contact = format!("Contact: <sip:alice@{}>", phone.addr());
+    phone.reply(&ring, 200, &[contact], SDP_ANSWER).await;
+
+    // Then the customer, through the outbound proxy, with the phone's offer.
+    let out = customer.request("INVITE").await;
+    assert!(out.uri.starts_with("sip:+15551234@"), "{}", out.uri);
+    assert_eq!(String::from_utf8_lossy(&out.body), SDP_ANSWER);
+    let contact = format!("Contact: <sip:+15551234@{}>", customer.addr());
+    customer
+        .reply_tagged(&out, 200, &[contact], SDP_OFFER, "cust1")
+        .await;
+    customer.request("ACK").await;
+    let ack = phone.request("ACK").await;
+    assert_eq!(
+        String::from_utf8_lossy(&ack.body),
+        SDP_OFFER,
+        "the customer's answer"
+    );
+    let c = wait_conversation(&server, |c| {
+        c["id"] == new.as_str() && c["status"] == "in_process"
+    })
+    .await;
+    assert_eq!(c["agent"], "alice");
+
+    // The customer hangs up: the phone gets a BYE, the conversation goes to wrap-up.
+    let bye = format!(
+        "BYE sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-cbye;rport\r\n\
+         Max-Forwards: 70\r\nFrom: {to};tag=cust1\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: 7 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        server = customer.server,
+        me = customer.addr(),
+        to = out.header("To").unwrap(),
+        from = out.header("From").unwrap(),
+        call_id = out.header("Call-ID").unwrap(),
+    );
+    customer.send(&bye).await;
+    customer.response(200, "BYE").await;
+    let at_phone = phone.request("BYE").await;
+    phone.reply(&at_phone, 200, &[], "").await;
+    let c = wait_conversation(&server, |c| {
+        c["id"] == new.as_str() && c["status"] == "wrap_up"
+    })
+    .await;
+    assert_eq!(c["disconnect_reason"], "CustomerEnded");
 }

@@ -305,6 +305,16 @@ class Story:
             raise Failed(f"call from {caller}: agent {c.get('agent')}, not {agent}")
         return c
 
+    async def wait_for_id(self, id, what, pred):
+        deadline = time.monotonic() + BOUND
+        c = None
+        while time.monotonic() < deadline:
+            c = self.api.ok("GET", f"/conversations/{id}", self.tokens["sam"])
+            if pred(c):
+                return c
+            await asyncio.sleep(0.05)
+        raise Failed(f"conversation {id} never got {what}: {c}")
+
     def events(self, c):
         details = self.api.ok("GET", f"/conversations/{c['id']}", self.tokens["sam"])
         return [e["event"] for e in details["events"]]
@@ -382,8 +392,38 @@ class Story:
         await phone.done()
         c = await self.ended("15550105", "wrap_up", "AgentConnectionLost", "alice")
         await self.panels["alice"].open()
-        self.complete("alice", c)
         self.presence("alice", "not_ready")
+        self.lost_call = c
+
+    async def callback(self):
+        """Alice calls back the dropped caller: her phone first (no SDP), then the customer
+        through the outbound proxy with the phone's offer; the customer hangs up."""
+        lost = self.lost_call
+        phone = await self.phone("alice", "phone_answer.xml", "callback-phone")
+        customer = await self.sipp(
+            "callback-customer", "phone_hangup.xml", "-p", str(self.args.outbound), "-d", "1000"
+        )
+        new = self.api.ok("POST", f"/conversations/{lost['id']}/callback", self.tokens["alice"], {})
+        if new["status"] != "offered":
+            raise Failed(f"a callback being dialled is offered to its agent: {new}")
+        await phone.done()
+        await customer.done()
+        c = await self.wait_for_id(new["id"], "wrap_up", lambda c: c["status"] == "wrap_up")
+        if c.get("disconnect_reason") != "CustomerEnded" or c.get("agent") != "alice":
+            raise Failed(f"the callback ended as {c}")
+        p, u = phone.messages(), customer.messages()
+        if sip_body(first(p, "received", b"INVITE ")):
+            raise Failed("the phone is called back without SDP")
+        offer_out = sip_body(first(p, "sent", b"SIP/2.0 200"))
+        offer_in = sip_body(first(u, "received", b"INVITE "))
+        answer_out = sip_body(first(u, "sent", b"SIP/2.0 200"))
+        answer_in = sip_body(first(p, "received", b"ACK "))
+        if not offer_out.startswith(b"v=0") or offer_out != offer_in:
+            raise Failed(f"the phone's offer changed on the way:\n{offer_out!r}\n{offer_in!r}")
+        if not answer_out.startswith(b"v=0") or answer_out != answer_in:
+            raise Failed(f"the customer's answer changed on the way:\n{answer_out!r}\n{answer_in!r}")
+        self.complete("alice", c)
+        self.complete("alice", lost)
 
     async def restart(self):
         """The server restarts during a call; the phone's BYE afterwards reaches the caller."""
@@ -427,6 +467,7 @@ class Story:
             ("declined, then the next agent",
              lambda: self.next_agent("phone_decline.xml", "15550104", "offer_rejected")),
             ("panel connection lost during a call", self.panel_lost),
+            ("callback: the agent's phone, then the customer", self.callback),
             ("restart during a call, then a BYE", self.restart),
             ("registration lapses during a call", self.registration_lost),
         ]
@@ -449,6 +490,7 @@ def main():
     p.add_argument("--config", required=True)
     p.add_argument("--http", required=True, type=int)
     p.add_argument("--sip", required=True, type=int)
+    p.add_argument("--outbound", required=True, type=int, help="the outbound proxy's UDP port")
     p.add_argument("--work", required=True)
     args = p.parse_args()
     story = Story(args)

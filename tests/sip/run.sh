@@ -4,7 +4,8 @@
 #   tests/sip/run.sh BINARY [SCENARIO.xml ...]
 #
 # Writes a temporary config (agents alice and bob with the SIP passwords of users.csv,
-# supervisor sam, the voice queue `phones`, loopback as the trunk, SIP and HTTP on free
+# supervisor sam, the voice queue `phones`, loopback as the trunk and as the outbound proxy
+# (a sipp customer on a free port), SIP and HTTP on free
 # loopback ports, a temporary data_dir), starts `BINARY serve`, waits until the login page
 # answers, runs each registration scenario with sipp (Debian package sip-tester) and stops the
 # server. Without SCENARIO arguments it then runs the call stories of calls.py (sipp trunk and
@@ -99,6 +100,7 @@ min_expires = "10s"
 max_expires = "300s"
 default_expires = "30s"
 trunks = ["127.0.0.1"]
+outbound_proxy = "sip:127.0.0.1:$OUTBOUND_PORT"
 
 [resilience]
 heartbeat_interval = "60s"
@@ -139,7 +141,8 @@ started=""
 for attempt in 1 2 3 4 5; do
     HTTP_PORT=$(free_port)
     SIP_PORT=$(free_port)
-    [[ "$HTTP_PORT" != "$SIP_PORT" ]] || continue
+    OUTBOUND_PORT=$(free_port)
+    [[ "$HTTP_PORT" != "$SIP_PORT" && "$OUTBOUND_PORT" != "$SIP_PORT" && "$OUTBOUND_PORT" != "$HTTP_PORT" ]] || continue
     write_config "$WORK/data"
     "$BIN" check-config "$WORK/config.toml" >/dev/null
     "$BIN" serve --config "$WORK/config.toml" </dev/null >"$WORK/server.log" 2>&1 &
@@ -212,5 +215,5 @@ if [[ -n "$CALLS" ]]; then
     PYTHON=python3
     [[ -x /usr/bin/python3 ]] && PYTHON=/usr/bin/python3
     "$PYTHON" "$HERE/calls.py" --bin "$BIN" --config "$WORK/config.toml" \
-        --http "$HTTP_PORT" --sip "$SIP_PORT" --work "$WORK"
+        --http "$HTTP_PORT" --sip "$SIP_PORT" --outbound "$OUTBOUND_PORT" --work "$WORK"
 fi

@@ -95,6 +95,8 @@ pub(super) struct Calls {
     keys: HashMap<TxKey, u64>,
     calls: HashMap<Uuid, Call>,
     by_call_id: HashMap<String, Uuid>,
+    /// Callbacks placed by third-party call control, by conversation.
+    dials: HashMap<Uuid, Dial>,
     /// Branches no longer wanted: their INVITE transaction → whether a CANCEL was sent.
     stale: HashMap<u64, (Request, bool)>,
     timers: TimerValues,
@@ -103,7 +105,7 @@ pub(super) struct Calls {
 impl Calls {
     /// Whether this conversation is a SIP call (answered on the phone, not on the panel).
     pub(super) fn is_call(&self, conv: &Uuid) -> bool {
-        self.calls.contains_key(conv)
+        self.calls.contains_key(conv) || self.dials.contains_key(conv)
     }
 
     /// Calls by state, for the Dashboard: (queued, ringing, talking).
@@ -116,6 +118,13 @@ impl Calls {
                 c.1 += 1;
             } else {
                 c.0 += 1;
+            }
+        }
+        for dial in self.dials.values() {
+            if dial.customer.is_some() {
+                c.2 += 1;
+            } else {
+                c.1 += 1;
             }
         }
         c
@@ -314,6 +323,10 @@ impl Core {
         let Some(&conv) = self.calls.by_call_id.get(call_id) else {
             return;
         };
+        if self.calls.dials.contains_key(&conv) {
+            self.dial_retransmitted_ok(conv, &resp);
+            return;
+        }
         let Some(d) = self.calls.calls.get(&conv).and_then(|c| c.dialog.clone()) else {
             return;
         };
@@ -347,7 +360,15 @@ impl Core {
             ("CANCEL", _) => self.caller_cancel(now, from, req),
             ("INVITE", None) => self.new_call(now, from, req),
             ("ACK", None) => {}
-            (_, _) => self.in_dialog(now, from, req),
+            (_, _) => {
+                let call_id = req.header("Call-ID").unwrap_or_default();
+                match self.calls.by_call_id.get(call_id).copied() {
+                    Some(id) if self.calls.dials.contains_key(&id) => {
+                        self.dial_request(now, from, id, req)
+                    }
+                    _ => self.in_dialog(now, from, req),
+                }
+            }
         }
     }
 
@@ -384,7 +405,8 @@ impl Core {
             self.respond(now, tx, &response_to(&req, 404, "Not Found"));
             return;
         }
-        if self.calls.calls.len() >= calls.max_calls as usize || self.calls.local.is_none() {
+        let held = self.calls.calls.len() + self.calls.dials.len();
+        if held >= calls.max_calls as usize || self.calls.local.is_none() {
             let busy =
                 response_to(&req, 503, "Service Unavailable").with_header("Retry-After", "30");
             self.respond(now, tx, &busy);
@@ -561,6 +583,10 @@ impl Core {
                     self.stale_branch_response(now, tx, sent, cancelled, resp);
                     return;
                 }
+                if self.calls.dials.contains_key(&conv) {
+                    self.dial_response(now, conv, tx, resp);
+                    return;
+                }
                 match resp.code {
                     100..=199 => {}
                     200..=299 => self.answered(now, conv, tx, resp),
@@ -581,6 +607,10 @@ impl Core {
             Owner::Relay(_) => {}
             Owner::Branch(conv) => {
                 if self.calls.stale.contains_key(&tx) {
+                    return;
+                }
+                if self.calls.dials.contains_key(&conv) {
+                    self.dial_tx_failed(now, conv, tx);
                     return;
                 }
                 self.branch_failed(now, conv, tx, false);
@@ -818,18 +848,22 @@ impl Core {
 
     /// Brings the calls of the conversations this command changed in line with them.
     pub(super) fn sync_calls(&mut self, now: Now) {
-        if self.calls.calls.is_empty() {
+        if self.calls.calls.is_empty() && self.calls.dials.is_empty() {
             return;
         }
         let ids: Vec<Uuid> = self
             .batch
             .touched
             .keys()
-            .filter(|id| self.calls.calls.contains_key(id))
+            .filter(|id| self.calls.calls.contains_key(id) || self.calls.dials.contains_key(id))
             .copied()
             .collect();
         for id in ids {
-            self.sync_call(now, id);
+            if self.calls.dials.contains_key(&id) {
+                self.sync_dial(now, id);
+            } else {
+                self.sync_call(now, id);
+            }
         }
     }
 
@@ -877,4 +911,510 @@ impl Core {
             }
         }
     }
+}
+
+/// How long a callback waits for the agent's phone, then for the customer, to answer.
+pub(super) const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One answered side of a callback: where it is, its dialog header, its Contact.
+#[derive(Debug, Clone)]
+struct Side {
+    addr: SocketAddr,
+    /// Its To header (with its tag), the remote party of our requests.
+    header: String,
+    target: String,
+    /// The Route set from the Record-Route of its answer (our requests carry it).
+    routes: Vec<String>,
+    /// The ACK sent for its 200 (sent again if the 200 is retransmitted).
+    ack: Vec<u8>,
+}
+
+/// A callback placed by third-party call control: the agent's phone is called first
+/// (INVITE without SDP); its answer's SDP offer goes to the customer through the outbound
+/// proxy; the customer's answer completes both exchanges in the ACKs. switchboard is the
+/// user agent of both legs, which share one Call-ID and our From header.
+pub(super) struct Dial {
+    agent: String,
+    call_id: String,
+    /// Our From header toward the phone (the customer's number, our tag).
+    phone_from: String,
+    /// Our From header toward the customer (the queue, the same tag).
+    customer_from: String,
+    number: String,
+    /// The INVITEs ringing the agent's phones.
+    ringing: Vec<Branch>,
+    /// The phone's 200 (its SDP offer) and the phone as a dialog side.
+    phone: Option<(Response, Side)>,
+    /// The INVITE to the customer, while it has no answer.
+    customer_invite: Option<Branch>,
+    customer: Option<Side>,
+}
+
+fn side_of(ok: &Response, addr: SocketAddr) -> Side {
+    let mut routes: Vec<String> = ok
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Record-Route"))
+        .flat_map(|(_, v)| {
+            crate::sip::message::split_list(v)
+                .map(|l| l.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect();
+    routes.reverse();
+    Side {
+        addr,
+        header: ok.header("To").unwrap_or_default().to_owned(),
+        target: proxy::contact_uri(&ok.headers)
+            .unwrap_or_else(|| format!("sip:{}", proxy::host_port(addr))),
+        routes,
+        ack: Vec::new(),
+    }
+}
+
+impl Core {
+    /// Whether a callback is placed as a real call: an outbound proxy and a SIP socket.
+    pub(super) fn dials_out(&self) -> bool {
+        self.calls.local.is_some() && self.policy.calls.outbound_proxy.is_some()
+    }
+
+    /// Whether this conversation is a callback still being dialled (offered to its agent).
+    pub(super) fn is_dialling(&self, id: &Uuid) -> bool {
+        self.work.conversations.get(id).is_some_and(|c| {
+            c.status == Status::Offered && c.origin.kind == super::model::OriginKind::Callback
+        })
+    }
+
+    /// A callback's attempt ends without a conversation: `handled`, no reason.
+    pub(super) fn dial_failed(&mut self, now: Now, id: Uuid, why: &str) {
+        if !self.is_dialling(&id) {
+            return;
+        }
+        let agent = self
+            .work
+            .conversations
+            .get(&id)
+            .and_then(|c| c.agent.clone());
+        self.event(
+            now,
+            id,
+            EventKind::Ended,
+            agent.as_deref(),
+            Some(why.to_owned()),
+        );
+        self.set_status(id, Status::Handled);
+        if let Some(c) = self.work.conversations.get_mut(&id) {
+            c.ended_at = Some(now.ts());
+        }
+        self.release_closed(id);
+    }
+
+    pub(super) fn dial_timed_out(&mut self, now: Now, id: Uuid) {
+        let what = match self.calls.dials.get(&id) {
+            Some(d) if d.phone.is_some() => "the customer did not answer",
+            Some(_) => "the agent's phone did not answer",
+            None => "no answer",
+        };
+        self.dial_failed(now, id, what);
+    }
+
+    /// Starts a callback: the agent's phones ring with an INVITE without SDP.
+    pub(super) fn start_dial(&mut self, now: Now, id: Uuid, agent: &str, number: &str) {
+        let Some(local) = self.calls.local else {
+            return;
+        };
+        use rand::RngCore;
+        let call_id = format!("{:016x}@{}", self.ids.rng.next_u64(), local.ip());
+        let tag = format!("{:016x}", self.ids.rng.next_u64());
+        let ours = proxy::host_port(local);
+        let phone_from = format!("\"{number}\" <sip:{number}@{ours}>;tag={tag}");
+        let contacts: Vec<String> = self
+            .org
+            .agents
+            .get(agent)
+            .map(|a| a.rec.bindings.iter().map(|b| b.contact.clone()).collect())
+            .unwrap_or_default();
+        let mut ringing = Vec::new();
+        for contact in contacts {
+            let uri = crate::sip::message::parse_name_addr(&contact)
+                .map(|n| n.uri)
+                .unwrap_or(contact);
+            let Some(addr) = proxy::uri_addr(&uri) else {
+                continue;
+            };
+            let branch = self.new_branch_id();
+            let leg = proxy::Leg {
+                uri: &uri,
+                from: &phone_from,
+                to: &format!("<{uri}>"),
+                call_id: &call_id,
+            };
+            let mut invite = proxy::in_dialog("INVITE", leg, 1, local, &branch);
+            invite
+                .headers
+                .push(("Contact".into(), format!("<sip:{ours}>")));
+            if let Some(tx) = self.client(now, invite.clone(), addr, Owner::Branch(id)) {
+                ringing.push(Branch {
+                    tx,
+                    sent: invite,
+                    done: false,
+                });
+            }
+        }
+        self.calls.by_call_id.insert(call_id.clone(), id);
+        self.calls.dials.insert(
+            id,
+            Dial {
+                agent: agent.to_owned(),
+                call_id,
+                phone_from,
+                customer_from: String::new(),
+                number: number.to_owned(),
+                ringing,
+                phone: None,
+                customer_invite: None,
+                customer: None,
+            },
+        );
+        self.arm(Timer::Dial(id), now.after(DIAL_TIMEOUT));
+        if self
+            .calls
+            .dials
+            .get(&id)
+            .is_some_and(|d| d.ringing.is_empty())
+        {
+            self.dial_failed(now, id, "the agent's phone cannot be reached");
+        }
+    }
+
+    /// A response on one of a callback's INVITEs.
+    fn dial_response(&mut self, now: Now, id: Uuid, tx: u64, resp: Response) {
+        let Some(dial) = self.calls.dials.get(&id) else {
+            return;
+        };
+        let is_customer = dial.customer_invite.as_ref().is_some_and(|b| b.tx == tx);
+        match (resp.code, is_customer) {
+            (100..=199, _) => {}
+            (200..=299, false) => self.dial_phone_answered(now, id, tx, resp),
+            (200..=299, true) => self.dial_customer_answered(now, id, tx, resp),
+            (_, false) => self.dial_phone_failed(now, id, tx),
+            (_, true) => {
+                if let Some(d) = self.calls.dials.get_mut(&id) {
+                    d.customer_invite = None;
+                }
+                self.dial_failed(now, id, "the customer's line did not answer");
+            }
+        }
+    }
+
+    /// A callback INVITE's transaction timed out.
+    fn dial_tx_failed(&mut self, now: Now, id: Uuid, tx: u64) {
+        let is_customer = self
+            .calls
+            .dials
+            .get(&id)
+            .and_then(|d| d.customer_invite.as_ref())
+            .is_some_and(|b| b.tx == tx);
+        if is_customer {
+            if let Some(d) = self.calls.dials.get_mut(&id) {
+                d.customer_invite = None;
+            }
+            self.dial_failed(now, id, "the customer's line did not answer");
+        } else {
+            self.dial_phone_failed(now, id, tx);
+        }
+    }
+
+    fn dial_phone_failed(&mut self, now: Now, id: Uuid, tx: u64) {
+        let Some(d) = self.calls.dials.get_mut(&id) else {
+            return;
+        };
+        for b in d.ringing.iter_mut() {
+            if b.tx == tx {
+                b.done = true;
+            }
+        }
+        if d.phone.is_none() && d.ringing.iter().all(|b| b.done) {
+            self.dial_failed(now, id, "the agent's phone did not answer");
+        }
+    }
+
+    /// The agent's phone answered with its SDP offer: the customer is called with it.
+    fn dial_phone_answered(&mut self, now: Now, id: Uuid, tx: u64, ok: Response) {
+        let (Some(local), Some(proxy_addr)) = (self.calls.local, self.policy.calls.outbound_proxy)
+        else {
+            return;
+        };
+        let Some(addr) = self.calls.txs.get(&tx).map(|t| t.peer) else {
+            return;
+        };
+        let Some(d) = self.calls.dials.get_mut(&id) else {
+            return;
+        };
+        if d.phone.is_some() {
+            return;
+        }
+        let others: Vec<Branch> = d
+            .ringing
+            .drain(..)
+            .filter(|b| b.tx != tx && !b.done)
+            .collect();
+        d.phone = Some((ok.clone(), side_of(&ok, addr)));
+        let queue = self
+            .work
+            .conversations
+            .get(&id)
+            .map(|c| c.queue.clone())
+            .unwrap_or_default();
+        let ours = proxy::host_port(local);
+        let there = proxy::host_port(proxy_addr);
+        let uri = format!("sip:{}@{there}", d.number);
+        let tag = proxy::tag_of(&d.phone_from).unwrap_or_default();
+        let from = format!("<sip:{queue}@{ours}>;tag={tag}");
+        let call_id = d.call_id.clone();
+        // Our From toward the customer names the queue; the phone knows us as the customer.
+        let branch = self.new_branch_id();
+        let leg = proxy::Leg {
+            uri: &uri,
+            from: &from,
+            to: &format!("<{uri}>"),
+            call_id: &call_id,
+        };
+        let mut invite = proxy::in_dialog("INVITE", leg, 1, local, &branch);
+        invite
+            .headers
+            .push(("Contact".into(), format!("<sip:{ours}>")));
+        if let Some(ct) = ok.header("Content-Type") {
+            invite.headers.push(("Content-Type".into(), ct.to_owned()));
+        }
+        invite.body = ok.body.clone();
+        for b in others {
+            self.cancel_branch(now, b);
+        }
+        let customer = self.client(now, invite.clone(), proxy_addr, Owner::Branch(id));
+        if let Some(d) = self.calls.dials.get_mut(&id) {
+            d.customer_from = from;
+            d.customer_invite = customer.map(|tx| Branch {
+                tx,
+                sent: invite,
+                done: false,
+            });
+        }
+        self.wheel.cancel(&Timer::Dial(id));
+        self.arm(Timer::Dial(id), now.after(DIAL_TIMEOUT));
+        if customer.is_none() {
+            self.dial_failed(now, id, "the customer's line did not answer");
+        }
+    }
+
+    /// The customer answered: ACK to them, ACK with their SDP answer to the phone; the
+    /// conversation is in process.
+    fn dial_customer_answered(&mut self, now: Now, id: Uuid, tx: u64, ok: Response) {
+        let Some(local) = self.calls.local else {
+            return;
+        };
+        let Some(addr) = self.calls.txs.get(&tx).map(|t| t.peer) else {
+            return;
+        };
+        if !self.is_dialling(&id) {
+            return;
+        }
+        let Some(d) = self.calls.dials.get_mut(&id) else {
+            return;
+        };
+        let Some((_, mut phone)) = d.phone.clone() else {
+            return;
+        };
+        d.customer_invite = None;
+        let mut customer = side_of(&ok, addr);
+        let (call_id, from) = (d.call_id.clone(), d.customer_from.clone());
+        let phone_from = d.phone_from.clone();
+        let b1 = self.new_branch_id();
+        let ack = dial_request("ACK", &customer, &from, &call_id, 1, local, &b1);
+        customer.ack = ack.serialize();
+        let b2 = self.new_branch_id();
+        let mut ack = dial_request("ACK", &phone, &phone_from, &call_id, 1, local, &b2);
+        if let Some(ct) = ok.header("Content-Type") {
+            ack.headers.push(("Content-Type".into(), ct.to_owned()));
+        }
+        ack.body = ok.body.clone();
+        phone.ack = ack.serialize();
+        self.send(customer.addr, customer.ack.clone());
+        self.send(phone.addr, phone.ack.clone());
+        if let Some(d) = self.calls.dials.get_mut(&id) {
+            if let Some((_, p)) = d.phone.as_mut() {
+                *p = phone;
+            }
+            d.customer = Some(customer);
+        }
+        self.wheel.cancel(&Timer::Dial(id));
+        let agent = self
+            .calls
+            .dials
+            .get(&id)
+            .map(|d| d.agent.clone())
+            .unwrap_or_default();
+        self.set_status(id, Status::InProcess);
+        self.event(
+            now,
+            id,
+            EventKind::Accepted,
+            Some(&agent),
+            Some("the customer answered".into()),
+        );
+    }
+
+    /// A 2xx retransmitted on a callback leg: its ACK goes again.
+    fn dial_retransmitted_ok(&mut self, id: Uuid, resp: &Response) {
+        let Some(d) = self.calls.dials.get(&id) else {
+            return;
+        };
+        let to_tag = resp.header("To").and_then(proxy::tag_of);
+        let sides = [d.phone.as_ref().map(|(_, s)| s), d.customer.as_ref()];
+        let again = sides
+            .into_iter()
+            .flatten()
+            .find(|side| !side.ack.is_empty() && proxy::tag_of(&side.header) == to_tag)
+            .map(|side| (side.addr, side.ack.clone()));
+        if let Some((addr, ack)) = again {
+            self.send(addr, ack);
+        }
+    }
+
+    /// A request inside a callback's dialogs: a BYE from one side is answered and passed on
+    /// as our BYE to the other side.
+    fn dial_request(&mut self, now: Now, from: SocketAddr, id: Uuid, req: Request) {
+        if req.method == "ACK" {
+            return;
+        }
+        let Some(key) = server_key(&req, from, &req.method) else {
+            return;
+        };
+        let Some(server) = self.add_tx(
+            Machine::Server(ServerTx::new(&req, self.calls.timers)),
+            from,
+            key,
+        ) else {
+            return;
+        };
+        let up = self
+            .calls
+            .dials
+            .get(&id)
+            .and_then(|d| d.customer.as_ref().map(|c| (d, c)))
+            .map(|(d, c)| (proxy::tag_of(&c.header), d.agent.clone()));
+        let Some((customer_tag, agent)) = up else {
+            self.respond(
+                now,
+                server,
+                &response_to(&req, 481, "Call/Transaction Does Not Exist"),
+            );
+            return;
+        };
+        if req.method != "BYE" {
+            self.respond(now, server, &response_to(&req, 501, "Not Implemented"));
+            return;
+        }
+        self.respond(now, server, &response_to(&req, 200, "OK"));
+        let from_customer = req.header("From").and_then(proxy::tag_of) == customer_tag;
+        self.end_dial_legs(now, id, Some(from_customer));
+        if self
+            .work
+            .conversations
+            .get(&id)
+            .is_some_and(|c| c.status == Status::InProcess)
+        {
+            if from_customer {
+                let _ = self.customer_left(now, id);
+            } else {
+                self.close_segment(now, id, Status::WrapUp, DisconnectReason::AgentEnded);
+                self.event(
+                    now,
+                    id,
+                    EventKind::Ended,
+                    Some(&agent),
+                    Some("hung up the phone".into()),
+                );
+            }
+        }
+    }
+
+    /// Hangs up what is left of a callback and forgets it. `hung_up`: the side that already
+    /// sent its BYE (`Some(true)`: the customer), if any.
+    fn end_dial_legs(&mut self, now: Now, id: Uuid, hung_up: Option<bool>) {
+        let Some(local) = self.calls.local else {
+            return;
+        };
+        let Some(d) = self.calls.dials.remove(&id) else {
+            return;
+        };
+        self.calls.by_call_id.remove(&d.call_id);
+        self.wheel.cancel(&Timer::Dial(id));
+        for b in d.ringing {
+            if !b.done {
+                self.cancel_branch(now, b);
+            }
+        }
+        if let Some(b) = d.customer_invite {
+            self.cancel_branch(now, b);
+        }
+        match (d.phone, d.customer) {
+            (Some((_, phone)), Some(customer)) => {
+                if hung_up != Some(true) {
+                    let b = self.new_branch_id();
+                    let bye =
+                        dial_request("BYE", &customer, &d.customer_from, &d.call_id, 2, local, &b);
+                    self.own_request(now, bye, customer.addr, false);
+                }
+                if hung_up != Some(false) {
+                    let b = self.new_branch_id();
+                    let bye = dial_request("BYE", &phone, &d.phone_from, &d.call_id, 2, local, &b);
+                    self.own_request(now, bye, phone.addr, false);
+                }
+            }
+            (Some((ok, _)), None) => {
+                // The phone answered and waits for our ACK: ACK, then BYE.
+                let branches = [self.new_branch_id(), self.new_branch_id()];
+                if let Some([(ack, to), (bye, _)]) =
+                    proxy::ack_and_bye(&ok, local, [&branches[0], &branches[1]])
+                {
+                    self.send(to, ack.serialize());
+                    self.own_request(now, bye, to, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Brings a callback in line with its conversation.
+    fn sync_dial(&mut self, now: Now, id: Uuid) {
+        let status = self.work.conversations.get(&id).map(|c| c.status);
+        if matches!(status, Some(Status::Offered | Status::InProcess)) {
+            return;
+        }
+        self.end_dial_legs(now, id, None);
+    }
+}
+
+/// A request of ours inside a callback leg toward `side`.
+fn dial_request(
+    method: &str,
+    side: &Side,
+    from: &str,
+    call_id: &str,
+    seq: u32,
+    local: SocketAddr,
+    branch: &str,
+) -> Request {
+    let leg = proxy::Leg {
+        uri: &side.target,
+        from,
+        to: &side.header,
+        call_id,
+    };
+    let mut req = proxy::in_dialog(method, leg, seq, local, branch);
+    for r in &side.routes {
+        req.headers.push(("Route".into(), r.clone()));
+    }
+    req
 }

@@ -59,6 +59,8 @@ pub(crate) enum Timer {
     Prompt(Uuid),
     /// A requeued chat's reservation for its previous agent ends.
     Sticky(Uuid),
+    /// A callback's phone or customer has not answered in time.
+    Dial(Uuid),
 }
 
 /// What a bearer token opens.
@@ -726,6 +728,7 @@ impl Core {
                 Timer::Sip(tx, name) => self.sip_timer(now, tx, name),
                 Timer::Prompt(session) => self.prompt_due(now, session),
                 Timer::Sticky(conv) => self.sticky_expired(conv),
+                Timer::Dial(conv) => self.dial_timed_out(now, conv),
             }
             self.finish_command(now);
         }

@@ -218,6 +218,11 @@ impl Core {
 
     /// An offer goes back to the queue, keeping its arrival time.
     pub(super) fn withdraw_offer(&mut self, now: Now, id: Uuid, why: &str) {
+        if self.is_dialling(&id) {
+            // A callback being dialled has no queue to go back to: the attempt ends.
+            self.dial_failed(now, id, why);
+            return;
+        }
         let agent = self
             .work
             .conversations
@@ -316,6 +321,10 @@ impl Core {
         id: Uuid,
     ) -> Result<Reply, Rejection> {
         let agent = self.offered_to(token, now, id)?;
+        if self.is_dialling(&id) {
+            self.dial_failed(now, id, "the agent hung up before the customer answered");
+            return Ok(Reply::Conversation(Box::new(self.view_of(id)?)));
+        }
         self.event(now, id, EventKind::OfferRejected, Some(&agent), None);
         if let Some(c) = self.work.conversations.get_mut(&id) {
             c.declined_by.push(agent);

@@ -2138,6 +2138,221 @@ fn anyone_may_pick_a_reserved_chat_by_hand() {
     assert_eq!(sim.conv(requeued).agent.as_deref(), Some("bob"));
 }
 
+// --- callbacks by third-party call control (docs/sip-calls.md#callback) ---------------------
+
+const PROXY: &str = "192.0.2.10:5060";
+const PHONE: &str = "10.0.0.5:5060";
+const PHONE_SDP: &str = "v=0\r\no=phone 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+const CUSTOMER_SDP: &str = "v=0\r\no=gw 2 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\n";
+
+impl Sim {
+    /// The SIP requests sent so far (taken), with where they went.
+    fn sip_sent(&mut self) -> Vec<(std::net::SocketAddr, crate::sip::message::Request)> {
+        let mut out = Vec::new();
+        self.effects.retain(|e| match e {
+            Effect::SipSend { to, bytes } => {
+                if let Ok(crate::sip::message::SipMessage::Request(r)) =
+                    crate::sip::message::parse(bytes)
+                {
+                    out.push((*to, r));
+                }
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// `peer` answers `req` with `code` (a To tag, a Contact and an optional SDP body).
+    fn sip_answer(&mut self, peer: &str, req: &crate::sip::message::Request, code: u16, sdp: &str) {
+        let mut resp = crate::sip::message::response_to(req, code, "X");
+        if let Some((_, to)) = resp.headers.iter_mut().find(|(n, _)| n == "To") {
+            to.push_str(";tag=them");
+        }
+        resp.push_header("Contact", format!("<sip:x@{peer}>"));
+        if !sdp.is_empty() {
+            resp = resp.with_body("application/sdp", sdp.as_bytes().to_vec());
+        }
+        self.ok(Command::Sip {
+            from: peer.parse().expect("address"),
+            message: Box::new(crate::sip::message::SipMessage::Response(resp)),
+        });
+    }
+}
+
+/// Alice online with her phone registered, a voice call of hers ended in wrap-up, and the
+/// SIP socket up with an outbound proxy: ready to call back.
+fn dropped_call_with_outbound_proxy() -> (Sim, TokenHash, Uuid) {
+    let mut cfg = config();
+    cfg.calls.outbound_proxy = Some(PROXY.parse().expect("address"));
+    let mut sim = Sim::with(cfg);
+    sim.ok(Command::SipListening {
+        addr: "198.51.100.1:5060".parse().expect("address"),
+    });
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15551234");
+    sim.accept(a, call);
+    sim.ok(Command::End {
+        token: a,
+        conversation: call,
+    });
+    assert_eq!(sim.conv(call).status, Status::WrapUp);
+    (sim, a, call)
+}
+
+fn callback(sim: &mut Sim, token: TokenHash, id: Uuid) -> Uuid {
+    match sim.ok(Command::Callback {
+        token,
+        conversation: id,
+    }) {
+        Reply::Conversation(c) => c.id,
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+#[test]
+fn a_callback_rings_the_agents_phone_first_then_the_customer_with_the_phones_offer() {
+    let (mut sim, a, call) = dropped_call_with_outbound_proxy();
+    let new = callback(&mut sim, a, call);
+    assert_eq!(sim.conv(new).status, Status::Offered, "dialling");
+    let sent = sim.sip_sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (to, ring) = &sent[0];
+    assert_eq!(to.to_string(), PHONE);
+    assert_eq!(ring.method, "INVITE");
+    assert!(ring.body.is_empty(), "the phone is called without SDP");
+    assert!(ring.header("From").expect("From").contains("+15551234"));
+    // The panel cannot answer it: the phone does.
+    let r = sim.cmd(Command::Accept {
+        token: a,
+        conversation: new,
+    });
+    assert!(
+        matches!(r, Err(Rejection::Conflict { code, .. }) if code == "answer_on_phone"),
+        "{r:?}"
+    );
+
+    let ring = ring.clone();
+    sim.sip_answer(PHONE, &ring, 200, PHONE_SDP);
+    let sent = sim.sip_sent();
+    let (to, out) = sent
+        .iter()
+        .find(|(_, r)| r.method == "INVITE")
+        .expect("the customer is called");
+    assert_eq!(to.to_string(), PROXY);
+    assert!(out.uri.starts_with("sip:+15551234@"), "{}", out.uri);
+    assert_eq!(
+        String::from_utf8_lossy(&out.body),
+        PHONE_SDP,
+        "the phone's offer"
+    );
+    assert_eq!(
+        sim.conv(new).status,
+        Status::Offered,
+        "until the customer answers"
+    );
+
+    let out = out.clone();
+    sim.sip_answer(PROXY, &out, 200, CUSTOMER_SDP);
+    let sent = sim.sip_sent();
+    let acks: Vec<_> = sent.iter().filter(|(_, r)| r.method == "ACK").collect();
+    assert_eq!(acks.len(), 2, "{sent:?}");
+    let to_phone = acks
+        .iter()
+        .find(|(to, _)| to.to_string() == PHONE)
+        .expect("ACK to the phone");
+    assert_eq!(
+        String::from_utf8_lossy(&to_phone.1.body),
+        CUSTOMER_SDP,
+        "the customer's answer"
+    );
+    let to_customer = acks
+        .iter()
+        .find(|(to, _)| to.to_string() == PROXY)
+        .expect("ACK to the customer");
+    assert!(to_customer.1.body.is_empty());
+    let c = sim.conv(new);
+    assert_eq!(c.status, Status::InProcess);
+    assert_eq!(c.agent.as_deref(), Some("alice"));
+
+    // The agent ends it on the panel: BYE to both sides.
+    sim.ok(Command::End {
+        token: a,
+        conversation: new,
+    });
+    let byes: Vec<String> = sim
+        .sip_sent()
+        .iter()
+        .filter(|(_, r)| r.method == "BYE")
+        .map(|(to, _)| to.to_string())
+        .collect();
+    assert!(
+        byes.contains(&PHONE.to_string()) && byes.contains(&PROXY.to_string()),
+        "{byes:?}"
+    );
+    assert_eq!(sim.conv(new).status, Status::WrapUp);
+}
+
+#[test]
+fn a_callback_the_customer_does_not_answer_within_60_s_ends_handled_without_a_reason() {
+    let (mut sim, a, call) = dropped_call_with_outbound_proxy();
+    let new = callback(&mut sim, a, call);
+    let ring = sim.sip_sent().remove(0).1;
+    sim.advance(30_000);
+    sim.sip_answer(PHONE, &ring, 200, PHONE_SDP);
+    let out = sim
+        .sip_sent()
+        .into_iter()
+        .find(|(to, r)| r.method == "INVITE" && to.to_string() == PROXY)
+        .expect("the customer is called")
+        .1;
+    let mut ringing = crate::sip::message::response_to(&out, 180, "Ringing");
+    ringing.push_header("Contact", format!("<sip:x@{PROXY}>"));
+    sim.ok(Command::Sip {
+        from: PROXY.parse().expect("address"),
+        message: Box::new(crate::sip::message::SipMessage::Response(ringing)),
+    });
+    sim.advance(59_999);
+    assert_eq!(sim.conv(new).status, Status::Offered);
+    sim.advance(1);
+    let c = sim.conv(new);
+    assert_eq!(c.status, Status::Handled);
+    assert_eq!(c.disconnect_reason, None);
+    let sent = sim.sip_sent();
+    assert!(
+        sent.iter()
+            .any(|(to, r)| r.method == "CANCEL" && to.to_string() == PROXY),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(to, r)| r.method == "ACK" && to.to_string() == PHONE)
+            && sent
+                .iter()
+                .any(|(to, r)| r.method == "BYE" && to.to_string() == PHONE),
+        "the phone's answer is acknowledged, then hung up: {sent:?}"
+    );
+    // The agent can call back again.
+    callback(&mut sim, a, call);
+}
+
+#[test]
+fn a_callback_without_an_outbound_proxy_is_only_a_record_in_process() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15551234");
+    sim.accept(a, call);
+    sim.ok(Command::End {
+        token: a,
+        conversation: call,
+    });
+    let new = callback(&mut sim, a, call);
+    assert_eq!(sim.conv(new).status, Status::InProcess);
+    assert!(sim.sip_sent().is_empty());
+}
+
 // ----- memory: what a storm leaves behind -----
 
 impl Sim {

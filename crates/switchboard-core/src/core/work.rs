@@ -396,7 +396,17 @@ impl Core {
             self.create(now, seg, arrival)
         };
         self.set_agent(new, Some(agent.clone()));
-        self.set_status(new, Status::InProcess);
+        // A real call rings the agent's phone first: the conversation is offered to them
+        // until the customer answers. Without an outbound proxy it is only a record.
+        let dial = self.dials_out();
+        self.set_status(
+            new,
+            if dial {
+                Status::Offered
+            } else {
+                Status::InProcess
+            },
+        );
         self.event(
             now,
             id,
@@ -411,6 +421,9 @@ impl Core {
             Some(&agent),
             Some(format!("calling {}", c.customer.address)),
         );
+        if dial {
+            self.start_dial(now, new, &agent, &c.customer.address);
+        }
         Ok(Reply::Conversation(Box::new(self.view_of(new)?)))
     }
 
