@@ -22,6 +22,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -157,15 +161,50 @@ pub struct Group {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    #[param(schema_with = status_or_empty)]
     status: Option<Status>,
     queue: Option<String>,
     agent: Option<String>,
+    #[param(schema_with = channel_or_empty)]
     channel: Option<Channel>,
     /// Only conversations older than this one: the next page.
+    #[param(schema_with = uuid_or_empty)]
     before: Option<Uuid>,
     /// Default 100; anything above 1000 counts as 1000.
-    #[param(minimum = 0)]
+    #[param(schema_with = count_or_empty)]
     limit: Option<usize>,
+}
+
+/// A query value's schema that also admits the empty value, which counts as absent.
+fn or_empty(schema: impl Into<RefOr<Schema>>) -> Schema {
+    let empty = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(0));
+    Schema::AnyOf(AnyOfBuilder::new().item(schema).item(empty).build())
+}
+
+fn status_or_empty() -> Schema {
+    or_empty(Ref::from_schema_name("Status"))
+}
+
+fn channel_or_empty() -> Schema {
+    or_empty(Ref::from_schema_name("Channel"))
+}
+
+fn uuid_or_empty() -> Schema {
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+    )
+}
+
+fn count_or_empty() -> Schema {
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0)),
+    )
 }
 
 impl From<SearchParams> for SearchQuery {
