@@ -260,10 +260,15 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 /// A text frame from a client (unknown extra fields are ignored).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+pub enum ClientFrame {
     Ping,
     Message { text: String },
     End,
+}
+
+/// Reads a client's text frame; the error is the message sent back in an `error` frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, String> {
+    parse(text)
 }
 
 fn parse(text: &str) -> Result<ClientFrame, String> {
