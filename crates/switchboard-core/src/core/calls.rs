@@ -176,6 +176,17 @@ impl Core {
         format!("{}{:016x}", proxy::COOKIE, self.ids.rng.next_u64())
     }
 
+    /// Starts the server transaction of a request received from `from` (keyed by its top
+    /// branch and `method`); `None` if it has no branch or the transaction table is full.
+    fn server_tx(&mut self, req: &Request, from: SocketAddr, method: &str) -> Option<u64> {
+        let key = server_key(req, from, method)?;
+        self.add_tx(
+            Machine::Server(ServerTx::new(req, self.calls.timers)),
+            from,
+            key,
+        )
+    }
+
     fn add_tx(&mut self, machine: Machine, peer: SocketAddr, key: TxKey) -> Option<u64> {
         if self.calls.txs.len() >= MAX_TRANSACTIONS {
             return None;
@@ -379,14 +390,7 @@ impl Core {
             // A retransmission that outlived its transaction (the call is answered).
             return;
         }
-        let Some(key) = server_key(&req, from, "INVITE") else {
-            return;
-        };
-        let Some(tx) = self.add_tx(
-            Machine::Server(ServerTx::new(&req, self.calls.timers)),
-            from,
-            key,
-        ) else {
+        let Some(tx) = self.server_tx(&req, from, "INVITE") else {
             return;
         };
         let calls = self.policy.calls.clone();
@@ -444,16 +448,9 @@ impl Core {
 
     /// The caller gives up before an answer: 200 to the CANCEL, 487 to the INVITE, abandoned.
     fn caller_cancel(&mut self, now: Now, from: SocketAddr, req: Request) {
-        let Some(key) = server_key(&req, from, "CANCEL") else {
-            return;
-        };
         let invite_tx =
             server_key(&req, from, "INVITE").and_then(|k| self.calls.keys.get(&k).copied());
-        let Some(tx) = self.add_tx(
-            Machine::Server(ServerTx::new(&req, self.calls.timers)),
-            from,
-            key,
-        ) else {
+        let Some(tx) = self.server_tx(&req, from, "CANCEL") else {
             return;
         };
         let Some(invite_tx) = invite_tx else {
@@ -490,15 +487,9 @@ impl Core {
         let dialog = conv.and_then(|c| self.calls.calls.get(&c).and_then(|c| c.dialog.clone()));
         let Some((conv, mut d)) = conv.zip(dialog) else {
             if req.method != "ACK" {
-                if let Some(key) = server_key(&req, from, &req.method.clone()) {
-                    if let Some(tx) = self.add_tx(
-                        Machine::Server(ServerTx::new(&req, self.calls.timers)),
-                        from,
-                        key,
-                    ) {
-                        let r = response_to(&req, 481, "Call/Transaction Does Not Exist");
-                        self.respond(now, tx, &r);
-                    }
+                if let Some(tx) = self.server_tx(&req, from, &req.method) {
+                    let r = response_to(&req, 481, "Call/Transaction Does Not Exist");
+                    self.respond(now, tx, &r);
                 }
             }
             return;
@@ -522,14 +513,7 @@ impl Core {
             self.send(to, out.serialize());
             return;
         }
-        let Some(key) = server_key(&req, from, &req.method) else {
-            return;
-        };
-        let Some(server) = self.add_tx(
-            Machine::Server(ServerTx::new(&req, self.calls.timers)),
-            from,
-            key,
-        ) else {
+        let Some(server) = self.server_tx(&req, from, &req.method) else {
             return;
         };
         self.client(now, out, to, Owner::Relay(server));
@@ -1287,14 +1271,7 @@ impl Core {
         if req.method == "ACK" {
             return;
         }
-        let Some(key) = server_key(&req, from, &req.method) else {
-            return;
-        };
-        let Some(server) = self.add_tx(
-            Machine::Server(ServerTx::new(&req, self.calls.timers)),
-            from,
-            key,
-        ) else {
+        let Some(server) = self.server_tx(&req, from, &req.method) else {
             return;
         };
         let up = self
