@@ -448,6 +448,15 @@ impl Server {
         proc_field(self.pid, "VmRSS:")
     }
 
+    /// Resident anonymous memory (heap, stacks) and resident pages mapped from files (the
+    /// program's own code and data), in KiB.
+    fn rss_split_kib(&self) -> (u64, u64) {
+        (
+            proc_field(self.pid, "RssAnon:"),
+            proc_field(self.pid, "RssFile:"),
+        )
+    }
+
     /// User + system CPU time in clock ticks (1/100 s).
     fn cpu_ticks(&self) -> u64 {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
@@ -1007,6 +1016,7 @@ async fn scenario(
     stats.push(end(m, srv, 0, &peak));
     sampler.abort();
     let rss_after = srv.rss_kib();
+    let (anon_after, file_after) = srv.rss_split_kib();
     let hwm = proc_field(srv.pid, "VmHWM:");
     if a.hold_secs > 0 {
         println!("# holding server pid {} for {} s", srv.pid, a.hold_secs);
@@ -1017,6 +1027,7 @@ async fn scenario(
     wait_ready(&w.api).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_fresh = srv.rss_kib();
+    let (anon_fresh, file_fresh) = srv.rss_split_kib();
 
     report(
         a,
@@ -1050,6 +1061,26 @@ async fn scenario(
     println!(
         "| ratio after / fresh | {:.2} |",
         rss_after as f64 / rss_fresh.max(1) as f64
+    );
+    println!();
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!("| RSS split (MiB) | anonymous (heap, stacks) | mapped from the program file |");
+    println!("|---|---:|---:|");
+    println!(
+        "| {} s after everything ended | {:.1} | {:.1} |",
+        a.settle_secs,
+        mib(anon_after),
+        mib(file_after)
+    );
+    println!(
+        "| fresh restart on the same data | {:.1} | {:.1} |",
+        mib(anon_fresh),
+        mib(file_fresh)
+    );
+    println!(
+        "| ratio after / fresh | {:.2} | {:.2} |",
+        anon_after as f64 / anon_fresh.max(1) as f64,
+        file_after as f64 / file_fresh.max(1) as f64
     );
     Ok(())
 }

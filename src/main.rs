@@ -10,6 +10,13 @@ use switchboard::config::{Config, LogFormat, StoreBackend};
 use switchboard::driver::Clock;
 use switchboard::store::Store;
 
+/// The process's allocator is jemalloc: with one arena and a background thread (settings
+/// compiled in from `.cargo/config.toml`) memory freed after a burst — a whole office
+/// reconnecting at once — goes back to the system within seconds, where glibc's per-thread
+/// arenas kept most of it for the life of the process (docs/cli.md#memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Contact-center routing (voice, chat, email) that loses no customer when an agent's
 /// connection drops.
 #[derive(Debug, Parser)]

@@ -326,3 +326,28 @@ fn hash_password_on_a_terminal_refuses_two_different_entries_and_prints_nothing(
         "the typing is not shown: {screen:?}"
     );
 }
+
+#[test]
+fn the_binary_allocates_with_one_jemalloc_arena_returning_freed_memory_from_a_background_thread() {
+    // jemalloc prints its statistics, options included, when the process exits with
+    // `stats_print` set in its environment variable (prefixed for the embedded copy).
+    let out = Command::new(BIN)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run switchboard");
+    assert!(out.status.success());
+    let stats = text(&out.stderr);
+    for option in [
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+        "opt.narenas: 1",
+        "opt.tcache: false",
+    ] {
+        assert!(
+            stats.contains(option),
+            "{option} missing from jemalloc's statistics: {stats}"
+        );
+    }
+}

@@ -31,8 +31,9 @@ pub const FILE_NAME: &str = "switchboard.redb";
 /// Most bytes of store pages kept in memory. redb's own default (1 GiB) keeps every page
 /// written or read until it is reached, so memory grew with the history on disk and never
 /// fell back (a storm's 20 MB of pages stayed resident after it). Pages beyond this are read
-/// again from the file, which the kernel's page cache holds outside the process.
-pub const PAGE_CACHE_BYTES: usize = 4 << 20;
+/// again from the file, which the kernel's page cache holds outside the process; 2 MiB holds
+/// the tables' upper levels and the pages of the batch being written.
+pub const PAGE_CACHE_BYTES: usize = 2 << 20;
 
 /// The redb store.
 #[derive(Debug)]
