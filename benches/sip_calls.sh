@@ -191,6 +191,15 @@ idle_cpu() {
         'BEGIN { printf "%s idle: %.3f CPU s per second\n", n, (c1 - c0) / hz / s }' | tee -a "$WORK/idle.txt"
 }
 
+# switchboard's store counters from /metrics: "commits records_written commit_seconds".
+store_counters() {
+    curl -fsS --max-time 5 "http://127.0.0.1:$HTTP_PORT/metrics" | awk '
+        $1 == "switchboard_commits_total" { k = $2 }
+        $1 == "switchboard_store_writes_total" { w = $2 }
+        $1 == "switchboard_commit_seconds_total" { s = $2 }
+        END { print k + 0, w + 0, s + 0 }'
+}
+
 # run_calls NAME SERVER_LABEL PORT TARGETS RATE PID...: one measured run of calls at RATE;
 # appends a result row.
 FAILED_TOTAL=0
@@ -198,7 +207,8 @@ run_calls() {
     local name=$1 label=$2 port=$3 targets=$4 rate=$5
     shift 5
     local calls=$((rate * DURATION)) run="$name-$rate"
-    local c0 c1 t0 t1 rc=0
+    local c0 c1 t0 t1 rc=0 m0="" m1=""
+    [[ $name != switchboard ]] || m0=$(store_counters)
     c0=$(cpu_ticks "$@")
     t0=$(now_s)
     sipp "127.0.0.1:$port" -sf "$HERE/trunk.xml" -inf "$targets" "${SIPP_COMMON[@]}" \
@@ -207,6 +217,7 @@ run_calls() {
         -trace_err -error_file "$WORK/$run.errors.log" </dev/null >"$WORK/$run.log" 2>&1 || rc=$?
     t1=$(now_s)
     c1=$(cpu_ticks "$@")
+    [[ $name != switchboard ]] || m1=$(store_counters)
     local stat="$WORK/$run.stat.csv" ok failed retrans setup bye
     ok=$(stat_col "$stat" 'SuccessfulCall(C)')
     failed=$(stat_col "$stat" 'FailedCall(C)')
@@ -225,6 +236,13 @@ run_calls() {
                 (ok > 0 ? cpu * 1000 / ok : 0)
         }' >>"$WORK/results.md"
     tail -n 1 "$WORK/results.md"
+    if [[ -n "$m0" ]]; then
+        read -r k0 w0 s0 <<<"$m0"
+        read -r k1 w1 s1 <<<"$m1"
+        awk -v rate="$rate" -v ok="$ok" -v k="$((k1 - k0))" -v w="$((w1 - w0))" -v s0="$s0" -v s1="$s1" \
+            'BEGIN { if (ok > 0) printf "switchboard at %s calls/s: %.2f commits (fsyncs) and %.1f records written per call, %.1f ms per commit\n",
+                rate, k / ok, w / ok, (k > 0 ? (s1 - s0) * 1000 / k : 0) }' | tee -a "$WORK/store.txt"
+    fi
     if [[ $rc -ne 0 || "$ok" != "$calls" ]]; then
         echo "$run: sipp exit $rc, $ok of $calls calls completed; sipp errors (first lines):"
         grep -E 'Aborting|unexpected|timeout|Dead call|Failed' "$WORK/$run.errors.log" 2>/dev/null |
@@ -438,6 +456,7 @@ echo "load average at the start: $LOAD_START"
 echo "$AGENTS agents, $DURATION s of calls per rate, ${TALK_MS} ms of talk, sipp $(sipp -v 2>/dev/null | sed -n 's/.*SIPp v\([0-9.]*\).*/\1/p')"
 echo
 cat "$WORK/idle.txt"
+cat "$WORK/store.txt" 2>/dev/null || true
 echo
 echo "| calls/s offered | calls | server | completed | seconds | calls/s completed | failed | retransmissions | setup ms (mean) | BYE ms (mean) | server CPU s | CPU s per 1000 calls |"
 echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
