@@ -20,7 +20,7 @@
 # wait in the queue and the setup time grows. Kamailio has no such limit (any number of calls
 # may ring one contact).
 #
-# Needs sipp (Debian sip-tester), python3-websockets and, for the baseline, kamailio.
+# Needs sipp (Debian sip-tester), python3-websockets, curl and, for the baseline, kamailio.
 #
 # switchboard: a generated config with AGENTS agents (a0001…) in the voice queue `phones`,
 # loopback as the trunk. One sipp UAS (tests/sip/phone_answer.xml) plays every agent's phone:
@@ -37,9 +37,11 @@
 # registered contact, record-routing it.
 #
 # Per server and rate: calls completed, calls/s (completed ÷ the time from the first INVITE to
-# the last BYE's 200), failed calls and retransmissions (trunk and phones), mean call setup
-# time (INVITE to 200, including the 300 ms of ringing) and the server's CPU seconds (utime +
-# stime from /proc/PID/stat, every Kamailio process) per 1000 calls over the same window.
+# the last BYE's 200, less one mean call length), failed calls and retransmissions (trunk and
+# phones), mean call setup time (INVITE to 200, including the 300 ms of ringing), mean BYE →
+# 200 time and the server's CPU seconds (utime + stime from /proc/PID/stat, every Kamailio
+# process) per 1000 calls over the same window; for switchboard also its store commits and
+# records written per call (/metrics).
 # Prints a Markdown table at the end; exits non-zero if any call failed.
 set -euo pipefail
 
@@ -63,6 +65,10 @@ PYTHON=python3
 
 command -v sipp >/dev/null || {
     echo "sipp not found: apt-get install -y sip-tester" >&2
+    exit 2
+}
+command -v curl >/dev/null || {
+    echo "curl not found: apt-get install -y curl" >&2
     exit 2
 }
 "$PYTHON" -c 'import websockets' 2>/dev/null || {
@@ -120,6 +126,10 @@ now_s() { date +%s.%N; }
 
 # The last value of column $2 of sipp's stat file $1 (empty if there is no such column).
 stat_col() {
+    [[ -s "$1" ]] || {
+        echo 0
+        return
+    }
     awk -F';' -v want="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == want) c = i }
         END { if (c) print $c }' "$1"
 }
@@ -432,7 +442,12 @@ EOF
     sleep 2
     # Every process of the Kamailio instance (main, UDP workers, timers).
     KPIDS=("$KP")
-    for p in $(pgrep -P "$KP" || true); do KPIDS+=("$p"); done
+    for f in /proc/[0-9]*/stat; do
+        line=$(cat "$f" 2>/dev/null) || continue
+        read -r -a x <<<"${line##*) }"
+        # After "pid (comm) ": state, then the parent's pid.
+        [[ "${x[1]}" != "$KP" ]] || { f=${f#/proc/}; KPIDS+=("${f%/stat}"); }
+    done
     echo "kamailio $KAM_VERSION pid $KP (${#KPIDS[@]} processes) on udp 127.0.0.1:$KPORT"
     start_phones kamailio
     register kamailio "$KPORT"
