@@ -271,6 +271,8 @@ enum Action {
     PhoneOn,
     Break,
     BackToWork,
+    /// Ready again after a call rang out unanswered made the agent `not_ready`.
+    ReadyAgain,
 }
 
 impl Action {
@@ -475,6 +477,9 @@ struct Agent {
     offline: Option<Episode>,
     episodes: u32,
     relogin_scheduled: bool,
+    /// Not ready by choice (a break), not because a call rang out.
+    on_break: bool,
+    ready_again_scheduled: bool,
 }
 
 impl Agent {
@@ -506,6 +511,8 @@ impl Agent {
             offline: None,
             episodes: 0,
             relogin_scheduled: false,
+            on_break: false,
+            ready_again_scheduled: false,
         }
     }
 
@@ -673,6 +680,19 @@ impl Agent {
                             self.customer_wrote(id, said.unwrap_or(""));
                         }
                     }
+                    // A call that rang out unanswered made the agent not ready
+                    // (`not_ready_after_no_response`): they notice and get ready again.
+                    Some("presence")
+                        if v.get("presence").and_then(Value::as_str) == Some("not_ready")
+                            && !self.on_break
+                            && !self.ready_again_scheduled =>
+                    {
+                        self.ready_again_scheduled = true;
+                        tracing::info!(agent = %self.plan.id,
+                            "demo: {} let a call ring out and is set not ready; ready again in a moment",
+                            self.first_name);
+                        self.after(8, 15, Action::ReadyAgain);
+                    }
                     _ => {}
                 }
             }
@@ -825,6 +845,21 @@ impl Agent {
             }
             Action::Break => self.presence(Presence::NotReady, Action::BackToWork).await,
             Action::BackToWork => self.presence(Presence::Ready, Action::Break).await,
+            Action::ReadyAgain => {
+                self.ready_again_scheduled = false;
+                if self.panel.is_some() && !self.on_break {
+                    let token = self.token();
+                    let presence = Presence::Ready;
+                    if let Err(e) = self
+                        .ctx
+                        .call(Command::SetPresence { token, presence })
+                        .await?
+                    {
+                        tracing::debug!(agent = %self.plan.id, error = %e, "demo presence refused");
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1098,6 +1133,7 @@ impl Agent {
             return Ok(());
         }
         let token = self.token();
+        self.on_break = presence == Presence::NotReady;
         if let Err(e) = self
             .ctx
             .call(Command::SetPresence { token, presence })
