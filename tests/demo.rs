@@ -1,6 +1,7 @@
 //! `switchboard demo` run in-process on simulated time (a paused tokio clock and the demo's
-//! manual server clock): customers on every medium, real SIP registrations over UDP, and the
-//! flaky agent's lost session requeuing a chat — minutes of story in a few real seconds.
+//! manual server clock): customers on every medium, real SIP registrations and calls over UDP
+//! on loopback (the simulated trunk calls, the simulated phones answer), and the flaky agent's
+//! lost session requeuing a chat — minutes of story in a few real seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -11,7 +12,9 @@ use switchboard::core::model::{
     Sender, Status,
 };
 use switchboard::core::{Command, Reply};
-use switchboard::demo::{AGENT_LOGIN, Demo, DemoClock, DemoOptions, FLAKY_AGENT, SUPERVISOR_LOGIN};
+use switchboard::demo::{
+    AGENT_LOGIN, Demo, DemoClock, DemoOptions, FLAKY_AGENT, SUPERVISOR_LOGIN, TrunkCounts,
+};
 use switchboard::driver::Handle;
 use switchboard::store::{SearchQuery, Store};
 use tokio::sync::oneshot;
@@ -35,6 +38,7 @@ struct Running {
     handle: Handle,
     store: std::sync::Arc<Store>,
     dir: PathBuf,
+    trunk: std::sync::Arc<TrunkCounts>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), switchboard::demo::DemoError>>,
 }
@@ -44,6 +48,7 @@ async fn start(seed: u64) -> Running {
     let handle = demo.handle();
     let store = demo.state().store.clone();
     let dir = demo.data_dir().to_path_buf();
+    let trunk = demo.trunk_counts();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(demo.run(async move {
         let _ = rx.await;
@@ -52,6 +57,7 @@ async fn start(seed: u64) -> Running {
         handle,
         store,
         dir,
+        trunk,
         stop: Some(tx),
         task,
     }
@@ -253,6 +259,9 @@ async fn banner_gives_the_url_the_logins_and_the_customer_chat() {
     assert!(banner.contains("agent / agent"), "{banner}");
     assert!(banner.contains("supervisor / supervisor"), "{banner}");
     assert!(banner.contains("AgentSessionLost"), "{banner}");
+    let sip = demo.sip_addr().expect("sip");
+    assert!(banner.contains(&format!("sip:phones@{sip}")), "{banner}");
+    assert!(banner.contains("BYE"), "{banner}");
     assert!(dir.is_dir());
     drop(demo);
     assert!(!dir.exists(), "a demo that never ran leaves nothing behind");
@@ -379,5 +388,136 @@ async fn a_customer_from_the_browser_waits_in_line_then_gets_answers_about_their
         "the agent does not end a chat while the customer is writing"
     );
     let _ = conversation_id;
+    demo.stop().await;
+}
+
+/// The conversation's events.
+fn events(store: &Store, c: &Conversation) -> Vec<switchboard::core::model::Event> {
+    store
+        .conversation(c.id)
+        .ok()
+        .flatten()
+        .map(|(_, e)| e)
+        .unwrap_or_default()
+}
+
+fn has_event(store: &Store, c: &Conversation, kind: EventKind, detail: &str) -> bool {
+    events(store, c)
+        .iter()
+        .any(|e| e.event == kind && e.detail.as_deref() == Some(detail))
+}
+
+#[tokio::test(start_paused = true)]
+async fn trunk_calls_ring_the_simulated_phones_which_answer_and_hang_up_with_bye() {
+    let demo = start(7).await;
+    // A call from the simulated trunk, answered on a simulated agent's phone: in process.
+    let mut talking = None;
+    let started = demo.handle.now().mono;
+    while talking.is_none() {
+        assert!(
+            demo.elapsed_ms(started) < 60_000,
+            "no call answered on a phone"
+        );
+        talking = demo
+            .handle
+            .inspect(|core| {
+                core.conversations()
+                    .find(|c| {
+                        c.medium == Medium::Voice
+                            && c.status == Status::InProcess
+                            && c.agent.as_deref().is_some_and(|a| a != AGENT_LOGIN)
+                    })
+                    .map(|c| c.id)
+            })
+            .await
+            .expect("core");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let id = talking.expect("a call");
+    // It came in over SIP: answered on the phone, not accepted on the panel.
+    demo.wait_until(Duration::from_secs(5), |all| {
+        all.iter().any(|c| {
+            c.id == id && has_event(&demo.store, c, EventKind::Accepted, "answered on the phone")
+        })
+    })
+    .await;
+
+    // Sooner or later calls end with a BYE: the customer's (the trunk hangs up) or the
+    // agent's (the phone hangs up).
+    demo.wait_until(Duration::from_secs(300), |all| {
+        let ended = |reason: DisconnectReason| {
+            all.iter().any(|c| {
+                c.medium == Medium::Voice
+                    && c.disconnect_reason == Some(reason)
+                    && has_event(&demo.store, c, EventKind::Accepted, "answered on the phone")
+            })
+        };
+        ended(DisconnectReason::CustomerEnded) && ended(DisconnectReason::AgentEnded)
+    })
+    .await;
+    let hung_up_by_phone = demo.all().into_iter().any(|c| {
+        c.disconnect_reason == Some(DisconnectReason::AgentEnded)
+            && has_event(&demo.store, &c, EventKind::Ended, "hung up the phone")
+    });
+    assert!(hung_up_by_phone, "a simulated agent hung up on the phone");
+    let t = &demo.trunk;
+    assert!(TrunkCounts::get(&t.placed) >= 2);
+    assert!(TrunkCounts::get(&t.answered) >= 2);
+    assert!(TrunkCounts::get(&t.customer_hung_up) >= 1);
+    assert!(TrunkCounts::get(&t.hung_up_by_center) >= 1);
+    demo.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_with_the_agents_connection_is_called_back_through_the_trunk() {
+    let demo = start(11).await;
+    // The flaky agent's first connection loss, about ten seconds in, drops the call he
+    // answered a few seconds before: switchboard hangs up the caller with a BYE. Nothing
+    // else hangs up a call that early (agents talk at least 35 s, callers 30 s).
+    demo.wait_until(Duration::from_secs(30), |all| {
+        all.iter().any(|c| {
+            c.medium == Medium::Voice
+                && c.disconnect_reason == Some(DisconnectReason::AgentConnectionLost)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        TrunkCounts::get(&demo.trunk.hung_up_by_center),
+        1,
+        "the drop's BYE reached the caller"
+    );
+    assert_eq!(TrunkCounts::get(&demo.trunk.customer_hung_up), 0);
+    // Later, back within the grace period after another drop, he calls the customer back:
+    // his phone first, then the customer through the outbound proxy — the simulated trunk
+    // answers.
+    demo.wait_until(Duration::from_secs(900), |all| {
+        all.iter().any(|c| {
+            c.origin.kind == OriginKind::Callback
+                && has_event(&demo.store, c, EventKind::Accepted, "the customer answered")
+        })
+    })
+    .await;
+    let all = demo.all();
+    let callback = all
+        .iter()
+        .find(|c| {
+            c.origin.kind == OriginKind::Callback
+                && has_event(&demo.store, c, EventKind::Accepted, "the customer answered")
+        })
+        .expect("callback");
+    assert_eq!(callback.agent.as_deref(), Some(FLAKY_AGENT));
+    assert_eq!(callback.medium, Medium::Voice);
+    let dropped = all
+        .iter()
+        .find(|c| Some(c.id) == callback.origin.previous)
+        .expect("the dropped call");
+    assert_eq!(
+        dropped.disconnect_reason,
+        Some(DisconnectReason::AgentConnectionLost)
+    );
+    assert_eq!(dropped.customer.address, callback.customer.address);
+    assert!(TrunkCounts::get(&demo.trunk.callbacks_answered) >= 1);
+    assert!(TrunkCounts::get(&demo.trunk.callbacks_connected) >= 1);
     demo.stop().await;
 }

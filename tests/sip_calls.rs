@@ -454,3 +454,100 @@ async fn a_callback_rings_the_phone_then_the_customer_through_the_outbound_proxy
     .await;
     assert_eq!(c["disconnect_reason"], "CustomerEnded");
 }
+
+/// How much real time a test step may take on top of the simulated clock's steps.
+const PACE_MS: i64 = 3_000;
+
+fn ms(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("a time: {v}"));
+    switchboard::core::Timestamp::parse_rfc3339(s)
+        .expect("RFC 3339")
+        .0
+}
+
+#[tokio::test]
+async fn the_panel_learns_when_the_phone_answered_and_the_calls_length_after_it_ends() {
+    let server = TestServer::start_with(trunk_config()).await;
+    let mut trunk = Peer::new(&server).await;
+    let mut phone = Peer::new(&server).await;
+    let (token, mut ws) = alice_ready(&server, &phone).await;
+    trunk.send(&invite(&trunk, "phones", "call-t")).await;
+    let ring = phone.request("INVITE").await;
+    phone.reply(&ring, 180, &[], "").await;
+    let offered = common::wait_for(&mut ws, |f| {
+        f["type"] == "conversation" && f["conversation"]["status"] == "offered"
+    })
+    .await;
+    assert_eq!(offered["conversation"]["answered_at"], Value::Null);
+    let id = offered["conversation"]["id"].as_str().unwrap().to_string();
+    let created = ms(&offered["conversation"]["created_at"]);
+
+    // The phone rings for 4 s (simulated), then is picked up.
+    server.advance(Duration::from_secs(4)).await;
+    let contact = format!("Contact: <sip:alice@{}>", phone.addr());
+    phone.reply(&ring, 200, &[contact], SDP_ANSWER).await;
+    trunk.response(200, "INVITE").await;
+    let talking = common::wait_for(&mut ws, |f| {
+        f["type"] == "conversation" && f["conversation"]["status"] == "in_process"
+    })
+    .await;
+    let answered = ms(&talking["conversation"]["answered_at"]);
+    // The test clock also runs with real time: allow for the test's own pace.
+    let rang = answered - created;
+    assert!(
+        (4_000..4_000 + PACE_MS).contains(&rang),
+        "answered when the phone picked up, {rang} ms after the call came in"
+    );
+
+    // A reload (the snapshot) and Conversation Details say the same.
+    let (status, snap) = server.http.get("/api/v1/agent/state", Some(&token)).await;
+    assert_eq!(status, 200, "{snap}");
+    let held = snap["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .expect("the call in the snapshot");
+    assert_eq!(ms(&held["answered_at"]), answered);
+    let sam = server.token("sam").await;
+    let (status, details) = server
+        .http
+        .get(&format!("/api/v1/conversations/{id}"), Some(&sam))
+        .await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(ms(&details["answered_at"]), answered);
+    let accepted = details["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "accepted")
+        .expect("accepted event");
+    assert_eq!(ms(&accepted["at"]), answered);
+
+    // Three minutes and seven seconds later (the phone refreshing its registration) the agent
+    // ends the call.
+    for step in [20; 9].into_iter().chain([7]) {
+        register_phone(&server, "alice", &phone).await;
+        server.advance(Duration::from_secs(step)).await;
+    }
+    let (status, body) = server
+        .http
+        .post(
+            &format!("/api/v1/conversations/{id}/end"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = common::wait_for(&mut ws, |f| {
+        f["type"] == "conversation" && f["conversation"]["status"] == "wrap_up"
+    })
+    .await;
+    let c = &ended["conversation"];
+    assert_eq!(ms(&c["answered_at"]), answered, "kept after the call");
+    let length = ms(&c["ended_at"]) - answered;
+    assert!(
+        (187_000..187_000 + PACE_MS).contains(&length),
+        "the call lasted {length} ms"
+    );
+}

@@ -1,14 +1,20 @@
 //! Demo layer (above [`crate::app`], used only by `switchboard demo`): a built-in
 //! configuration, a temporary data directory, and a simulation of customers on every medium,
-//! agents and their SIP phones driving a real server in the same process.
+//! agents, their SIP phones and a SIP trunk driving a real server in the same process.
 //!
 //! [`run`] is the whole command. Tests use [`Demo::build`] (with [`DemoClock::Manual`] under a
 //! paused tokio clock, the story runs at full speed) and then [`Demo::run`].
 
+mod answer;
+mod call;
+mod dial;
 mod phone;
 mod sim;
 mod sink;
 mod text;
+mod trunk;
+
+pub use trunk::TrunkCounts;
 
 use crate::app::{App, AppError, Listeners};
 use crate::config::{
@@ -161,6 +167,16 @@ pub struct Demo {
     sink: TcpListener,
     setup: sim::Setup,
     delivered_tx: mpsc::UnboundedSender<sink::Delivered>,
+    trunk: TrunkParts,
+}
+
+/// The simulated trunk, bound and waiting for [`Demo::run`].
+struct TrunkParts {
+    sock: UdpSocket,
+    server: SocketAddr,
+    calls: mpsc::UnboundedReceiver<dial::Placed>,
+    counts: Arc<TrunkCounts>,
+    seed: u64,
 }
 
 impl std::fmt::Debug for Demo {
@@ -218,6 +234,25 @@ async fn bind_udp(
     }
 }
 
+/// The address the simulated parties send to: the SIP listen address, or loopback when it
+/// listens on every interface.
+fn reachable(sip: SocketAddr) -> SocketAddr {
+    if sip.ip().is_unspecified() {
+        SocketAddr::new(loopback_like(sip), sip.port())
+    } else {
+        sip
+    }
+}
+
+/// The loopback address of `addr`'s family.
+fn loopback_like(addr: SocketAddr) -> std::net::IpAddr {
+    if addr.is_ipv6() {
+        std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
 /// An argon2id PHC string for `password`. The demo uses light parameters: its passwords are
 /// printed on the screen anyway.
 fn hash_password(password: &str) -> Result<String, DemoError> {
@@ -268,6 +303,7 @@ pub const DEMO_GRACE: Duration = Duration::from_secs(40);
 fn demo_config(
     http: SocketAddr,
     sip: SocketAddr,
+    trunk: SocketAddr,
     data_dir: &Path,
     sink: SocketAddr,
     agents: &[AgentPlan],
@@ -276,6 +312,12 @@ fn demo_config(
     cfg.server.http_listen = http;
     cfg.server.data_dir = data_dir.to_path_buf();
     cfg.sip.listen = sip;
+    // The simulated trunk sends the customers' calls in and receives the callbacks.
+    cfg.sip.trunks = vec![trunk.ip().to_string()];
+    cfg.sip.outbound_proxy = Some(format!(
+        "sip:{}",
+        switchboard_core::sip::proxy::host_port(trunk)
+    ));
     // A shorter grace period than the product's 60 s, so a visitor sees the whole story
     // (loss, grace, requeue) within the first minute.
     cfg.resilience.session_grace = DEMO_GRACE;
@@ -364,6 +406,15 @@ impl Demo {
             })?;
         let (http_addr, sip_addr, sink_addr) =
             (http.local_addr()?, sip.local_addr()?, sink.local_addr()?);
+        let sip_server = reachable(sip_addr);
+        let trunk_sock = UdpSocket::bind(SocketAddr::new(loopback_like(sip_server), 0))
+            .await
+            .map_err(|source| DemoError::Bind {
+                what: "the simulated trunk",
+                addr: SocketAddr::new(loopback_like(sip_server), 0),
+                source,
+            })?;
+        let trunk_addr = trunk_sock.local_addr()?;
         let agents: Vec<AgentPlan> = SIMULATED
             .iter()
             .map(|(id, name, flaky, breaks)| AgentPlan {
@@ -375,7 +426,7 @@ impl Demo {
             })
             .collect();
         let cfg = Arc::new(demo_config(
-            http_addr, sip_addr, &dir.0, sink_addr, &agents,
+            http_addr, sip_addr, trunk_addr, &dir.0, sink_addr, &agents,
         )?);
         let store = Arc::new(Store::open(&Store::file_in(&dir.0))?);
         let clock = match options.clock {
@@ -392,13 +443,23 @@ impl Demo {
             clock,
         )?;
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
+        let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
+        let seed = options.seed.unwrap_or_else(rand::random);
         let setup = sim::Setup {
             handle: app.handle.clone(),
             sip: Some(sip_addr),
+            trunk: trunk_tx,
             agents,
-            seed: options.seed.unwrap_or_else(rand::random),
+            seed,
             grace: cfg.resilience.session_grace,
             delivered: delivered_rx,
+        };
+        let trunk = TrunkParts {
+            sock: trunk_sock,
+            server: sip_server,
+            calls: trunk_rx,
+            counts: Arc::default(),
+            seed: seed.rotate_left(17),
         };
         Ok(Demo {
             app,
@@ -406,6 +467,7 @@ impl Demo {
             sink,
             setup,
             delivered_tx,
+            trunk,
         })
     }
 
@@ -427,6 +489,11 @@ impl Demo {
         self.app.sip_addr()
     }
 
+    /// What the simulated trunk has seen (tests: calls placed, answered, called back).
+    pub fn trunk_counts(&self) -> Arc<TrunkCounts> {
+        self.trunk.counts.clone()
+    }
+
     /// The temporary data directory (removed when the demo ends).
     pub fn data_dir(&self) -> &Path {
         &self.dir.0
@@ -442,6 +509,12 @@ impl Demo {
             .sip_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into());
+        let trunk = self
+            .trunk
+            .sock
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "loopback".into());
         format!(
             "\
 switchboard demo: a real server with simulated customers and agents, all in this process.
@@ -455,17 +528,24 @@ Data lives in {dir} and is deleted when you stop the demo (Ctrl-C).
   Integration     API key {api_key} on /api/v1/inbound/messages, /emails, /calls
 
 Simulated: customers on web chat, SMS, social, email and phone; 6 agents answer them.
+Phone calls are real SIP calls over UDP, signalling only (no audio):
+  Trunk           {trunk} (the customers' phone network) calls sip:{voice}@{sip}
+switchboard rings the phone of an agent who takes calls (Tomás, Maria, and you once your
+softphone is registered); the phone rings, is picked up, and the call ends with a BYE from
+the caller or the agent's phone.
 What to watch for on the Dashboard:
   * About 10 s in, Tomás Novak ({flaky}) loses his connection while he holds a chat and a
-    call. The call ends at once (disconnect party agent, reason AgentConnectionLost); the chat
-    stays his during the 40 s grace period of the demo (60 s by default), and the customer is
-    told he is reconnecting.
+    call. The call ends at once: BYE to his phone and to the caller (disconnect party agent,
+    reason AgentConnectionLost); the chat stays his during the 40 s grace period of the demo
+    (60 s by default), and the customer is told he is reconnecting.
   * He does not come back in time: at the deadline the chat is closed with AgentSessionLost
     and a new conversation of the same group is queued with the original arrival time. Click
     its Group ID to see both, and who picked it up.
-  * Later he sometimes returns within the grace period and carries on (calling back the
-    customer whose call dropped); now and then his phone stops refreshing its SIP
-    registration (banner in his panel, voice off) and registers again a minute later.
+  * Later he sometimes returns within the grace period and carries on. A call that dropped
+    meanwhile he calls back: his phone rings first, then switchboard calls the customer
+    through the trunk (its outbound proxy), who answers. Now and then his phone stops
+    refreshing its SIP registration (banner in his panel, voice off) and registers again a
+    minute later.
 ",
             dir = self.dir.0.display(),
             agent = AGENT_LOGIN,
@@ -474,6 +554,7 @@ What to watch for on the Dashboard:
             agent_sip = AGENT_SIP_PASSWORD,
             api_key = API_KEY,
             flaky = FLAKY_AGENT,
+            voice = VOICE_QUEUE,
         )
     }
 
@@ -489,6 +570,7 @@ What to watch for on the Dashboard:
             sink,
             setup,
             delivered_tx,
+            trunk,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let sink_stop = {
@@ -502,6 +584,15 @@ What to watch for on the Dashboard:
                 .with_graceful_shutdown(sink_stop)
                 .await;
         });
+        tokio::spawn(trunk::run(
+            trunk.sock,
+            trunk.server,
+            app.handle.clock.clone(),
+            trunk.seed,
+            trunk.calls,
+            trunk.counts,
+            stop_rx.clone(),
+        ));
         let sim_task = tokio::spawn(sim::run(setup, stop_rx));
         let result = app
             .run(async move {
@@ -561,7 +652,7 @@ mod tests {
             takes_breaks: false,
         }];
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let cfg = demo_config(addr, addr, Path::new("/tmp/x"), addr, &agents).expect("valid");
+        let cfg = demo_config(addr, addr, addr, Path::new("/tmp/x"), addr, &agents).expect("valid");
         let channels: Vec<Channel> = cfg.queues.iter().map(|q| q.channel).collect();
         for c in Channel::ALL {
             assert!(channels.contains(&c), "a queue for {c}");

@@ -1,34 +1,28 @@
-//! Demo layer: the simulated agents' SIP phones — a minimal user agent client that REGISTERs
-//! over UDP with digest authentication (RFC 3261 §10 and §22, MD5 with `qop=auth`) and
-//! refreshes its binding before it expires. It reuses the server's own message parser and
-//! digest functions; building requests is pure, the socket work is in [`Phone::register`].
+//! Demo layer: the simulated agents' SIP phones — a minimal user agent that REGISTERs over UDP
+//! with digest authentication (RFC 3261 §10 and §22, MD5 with `qop=auth`), refreshes its
+//! binding before it expires, and answers the calls switchboard rings it with (the called
+//! party of [`super::answer`]). It reuses the server's own message parser and digest
+//! functions; building requests is pure, the socket work is in [`run`].
 
+use super::answer::{Answerer, Pickup};
+use crate::driver::Clock;
 use crate::sip::message::{
-    ContactValue, SipMessage, parse, parse_contacts, parse_cseq, split_list, unquote,
+    ContactValue, Request, Response, SipMessage, parse, parse_contacts, parse_cseq, split_list,
+    unquote,
 };
 use crate::sip::registrar::{digest_ha1, digest_response};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// How long the phone waits for each response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the phone waits for the answer to a REGISTER (ms).
+const RESPONSE_TIMEOUT_MS: u64 = 2_000;
+/// How soon a failed registration is tried again (ms).
+const RETRY_MS: u64 = 3_000;
 /// The expiry every simulated phone asks for.
 pub(crate) const EXPIRES: u32 = 30;
-
-/// Why a registration attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PhoneError {
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("no response within {RESPONSE_TIMEOUT:?}")]
-    Timeout,
-    #[error("registrar answered {0}")]
-    Refused(u16),
-    #[error("the challenge could not be answered")]
-    BadChallenge,
-}
 
 /// A digest challenge (`WWW-Authenticate: Digest …`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,112 +160,220 @@ impl Phone {
         msg.into_bytes()
     }
 
-    /// Registers (or refreshes) the binding; answers a `401` with the digest and tries again.
-    /// Returns the granted expiry in seconds.
-    pub async fn register(&mut self, expires: u32) -> Result<u32, PhoneError> {
-        for _ in 0..3 {
-            let req = self.next_request(expires);
-            self.sock.send_to(&req, self.server).await?;
-            let (code, challenge, granted) = self.response(self.cseq).await?;
-            match code {
-                200 => return Ok(granted.unwrap_or(expires)),
-                401 | 407 => {
-                    // A fresh nonce (first contact, or the old one went stale).
-                    self.challenge = Some(challenge.ok_or(PhoneError::BadChallenge)?);
-                    self.nc = 0;
+    /// What a response to our REGISTER of CSeq `cseq` says: its code, its challenge and the
+    /// expiry granted to this phone's contact; `None` for another response or a provisional.
+    fn registration_answer(
+        &self,
+        resp: &Response,
+        cseq: u32,
+    ) -> Option<(u16, Option<Challenge>, Option<u32>)> {
+        let ours = resp.header("Call-ID") == Some(self.call_id.as_str())
+            && resp
+                .header("CSeq")
+                .and_then(|c| parse_cseq(c).ok())
+                .is_some_and(|(n, m)| n == cseq && m == "REGISTER");
+        if !ours || resp.code < 200 {
+            return None;
+        }
+        let challenge = resp
+            .headers_named("WWW-Authenticate")
+            .chain(resp.headers_named("Proxy-Authenticate"))
+            .find_map(parse_challenge);
+        let contact = self.contact_uri();
+        let granted = resp
+            .headers_named("Contact")
+            .filter_map(|v| parse_contacts(v).ok())
+            .flatten()
+            .find_map(|c| match c {
+                ContactValue::Address(a) if a.uri == contact => {
+                    a.param("expires").and_then(|e| e.parse::<u32>().ok())
                 }
-                code => return Err(PhoneError::Refused(code)),
+                _ => None,
+            });
+        Some((resp.code, challenge, granted))
+    }
+}
+
+/// The registration in progress: the REGISTER's CSeq, when it times out, the challenges
+/// answered so far.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    cseq: u32,
+    deadline: u64,
+    challenges: u8,
+}
+
+/// What the agent asks of its phone.
+#[derive(Debug)]
+pub(crate) enum PhoneCmd {
+    /// Hang up the call in conversation (BYE); answers whether there was one.
+    HangUp(oneshot::Sender<bool>),
+}
+
+/// How the phone's owner picks up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Habits {
+    /// Never declines nor lets a call ring out.
+    pub always_answers: bool,
+}
+
+/// What a phone is connected to: whether it keeps its registration, the agent's requests,
+/// the demo's stop, and who learns whether the first registration succeeded.
+pub(crate) struct Link {
+    pub online: watch::Receiver<bool>,
+    pub commands: mpsc::UnboundedReceiver<PhoneCmd>,
+    pub stop: watch::Receiver<bool>,
+    pub ready: Option<oneshot::Sender<bool>>,
+}
+
+/// How the phone's owner handles a new call: a callback they placed (no SDP) is picked up
+/// at once; others ring a few seconds, and now and then are declined or left ringing.
+fn pick(rng: &mut StdRng, habits: Habits, invite: &Request) -> Pickup {
+    if invite.body.is_empty() {
+        return Pickup::Answer {
+            after: rng.gen_range(500..=1_500),
+            talk: None,
+        };
+    }
+    let roll: f64 = rng.r#gen();
+    if habits.always_answers || roll >= 0.06 {
+        Pickup::Answer {
+            after: rng.gen_range(1_500..=4_000),
+            talk: None,
+        }
+    } else if roll < 0.04 {
+        Pickup::Decline {
+            after: rng.gen_range(2_000..=6_000),
+        }
+    } else {
+        Pickup::Ignore
+    }
+}
+
+/// Runs `phone`: keeps it registered while `link.online` is true (refreshing at two thirds of
+/// the granted expiry, again after 3 s when an attempt fails), lets the binding lapse while it
+/// is false, and answers the calls switchboard rings it with, until `link.stop`.
+pub(crate) async fn run(mut phone: Phone, clock: Clock, seed: u64, habits: Habits, link: Link) {
+    let Link {
+        mut online,
+        mut commands,
+        mut stop,
+        mut ready,
+    } = link;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut calls = Answerer::new(&phone.agent, phone.local);
+    let mut reg_due = online.borrow_and_update().then(|| clock.now().mono);
+    let mut pending: Option<Pending> = None;
+    let mut commands_open = true;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let next = [reg_due, pending.map(|p| p.deadline), calls.next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        let mut send: Vec<Vec<u8>> = Vec::new();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            changed = online.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *online.borrow_and_update() {
+                    reg_due = Some(clock.now().mono);
+                } else {
+                    reg_due = None;
+                    pending = None;
+                }
+            }
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(PhoneCmd::HangUp(tx)) => {
+                    let (any, out) = calls.hang_up(clock.now().mono);
+                    send = out.send;
+                    let _ = tx.send(any);
+                }
+                None => commands_open = false,
+            },
+            r = phone.sock.recv_from(&mut buf) => {
+                // ICMP port unreachable from an earlier send shows up as an error: ignored.
+                let Ok((n, from)) = r else { continue };
+                if from != phone.server {
+                    continue;
+                }
+                let now = clock.now().mono;
+                match parse(buf.get(..n).unwrap_or_default()) {
+                    Ok(SipMessage::Request(req)) => {
+                        send = calls.on_request(now, &req, |inv| pick(&mut rng, habits, inv)).send;
+                    }
+                    Ok(SipMessage::Response(resp)) => {
+                        let answer = pending.and_then(|p| phone.registration_answer(&resp, p.cseq));
+                        match (answer, pending) {
+                            (Some((200, _, granted)), _) => {
+                                pending = None;
+                                if let Some(tx) = ready.take() {
+                                    let _ = tx.send(true);
+                                }
+                                let every = u64::from(granted.unwrap_or(EXPIRES).max(3)) * 2 / 3;
+                                reg_due = Some(now + every * 1000);
+                            }
+                            (Some((401 | 407, Some(challenge), _)), Some(p)) if p.challenges < 2 => {
+                                // A fresh nonce (first contact, or the old one went stale).
+                                phone.challenge = Some(challenge);
+                                phone.nc = 0;
+                                send.push(phone.next_request(EXPIRES));
+                                pending = Some(Pending {
+                                    cseq: phone.cseq,
+                                    deadline: now + RESPONSE_TIMEOUT_MS,
+                                    challenges: p.challenges + 1,
+                                });
+                            }
+                            (Some((code, _, _)), _) => {
+                                tracing::debug!(agent = %phone.agent, code, "demo phone: REGISTER refused");
+                                pending = None;
+                                if let Some(tx) = ready.take() {
+                                    let _ = tx.send(false);
+                                }
+                                reg_due = Some(now + RETRY_MS);
+                            }
+                            (None, _) => calls.on_response(&resp),
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            _ = until(&clock, next) => {
+                let now = clock.now().mono;
+                if reg_due.is_some_and(|d| d <= now) {
+                    reg_due = None;
+                    send.push(phone.next_request(EXPIRES));
+                    pending = Some(Pending {
+                        cseq: phone.cseq,
+                        deadline: now + RESPONSE_TIMEOUT_MS,
+                        challenges: 0,
+                    });
+                } else if pending.is_some_and(|p| p.deadline <= now) {
+                    tracing::debug!(agent = %phone.agent, "demo phone: no answer to REGISTER");
+                    pending = None;
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(false);
+                    }
+                    reg_due = Some(now + RETRY_MS);
+                }
+                send.extend(calls.on_time(now).send);
             }
         }
-        Err(PhoneError::BadChallenge)
-    }
-
-    /// Waits for the response to CSeq `cseq`: its code, its challenge and the expiry granted
-    /// to this phone's contact.
-    async fn response(
-        &self,
-        cseq: u32,
-    ) -> Result<(u16, Option<Challenge>, Option<u32>), PhoneError> {
-        let mut buf = vec![0u8; 8192];
-        let deadline = tokio::time::sleep(RESPONSE_TIMEOUT);
-        tokio::pin!(deadline);
-        loop {
-            let n = tokio::select! {
-                _ = &mut deadline => return Err(PhoneError::Timeout),
-                r = self.sock.recv_from(&mut buf) => match r {
-                    Ok((n, from)) if from == self.server => n,
-                    Ok(_) => continue,
-                    // ICMP port unreachable from an earlier send: keep waiting.
-                    Err(_) => continue,
-                },
-            };
-            let Ok(SipMessage::Response(resp)) = parse(buf.get(..n).unwrap_or_default()) else {
-                continue;
-            };
-            let ours = resp.header("Call-ID") == Some(self.call_id.as_str())
-                && resp
-                    .header("CSeq")
-                    .and_then(|c| parse_cseq(c).ok())
-                    .is_some_and(|(n, _)| n == cseq);
-            if !ours || resp.code < 200 {
-                continue;
+        for bytes in send {
+            if let Err(e) = phone.sock.send_to(&bytes, phone.server).await {
+                tracing::debug!(agent = %phone.agent, error = %e, "demo phone: send failed");
             }
-            let challenge = resp
-                .headers_named("WWW-Authenticate")
-                .chain(resp.headers_named("Proxy-Authenticate"))
-                .find_map(parse_challenge);
-            let contact = self.contact_uri();
-            let granted = resp
-                .headers_named("Contact")
-                .filter_map(|v| parse_contacts(v).ok())
-                .flatten()
-                .find_map(|c| match c {
-                    ContactValue::Address(a) if a.uri == contact => {
-                        a.param("expires").and_then(|e| e.parse::<u32>().ok())
-                    }
-                    _ => None,
-                });
-            return Ok((resp.code, challenge, granted));
         }
     }
 }
 
-/// Keeps `phone` registered while `online` is true (refreshing at two thirds of the granted
-/// expiry), lets the binding lapse while it is false, until `stop`. `ready` learns whether
-/// the first attempt succeeded.
-pub(crate) async fn run(
-    mut phone: Phone,
-    mut online: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-    mut ready: Option<oneshot::Sender<bool>>,
-) {
-    loop {
-        let wait = if *online.borrow_and_update() {
-            let result = phone.register(EXPIRES).await;
-            if let Some(tx) = ready.take() {
-                let _ = tx.send(result.is_ok());
-            }
-            match result {
-                Ok(granted) => Some(Duration::from_secs(u64::from(granted.max(3)) * 2 / 3)),
-                Err(e) => {
-                    tracing::debug!(agent = %phone.agent, error = %e, "demo phone: REGISTER failed");
-                    Some(Duration::from_secs(3))
-                }
-            }
-        } else {
-            None
-        };
-        let sleep = async {
-            match wait {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            changed = online.changed() => if changed.is_err() { return },
-            _ = sleep => {}
-        }
+/// Sleeps until the driver's clock reads `at` (or forever for `None`).
+pub(crate) async fn until(clock: &Clock, at: Option<u64>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(clock.instant_at(at)).await,
+        None => std::future::pending().await,
     }
 }
 

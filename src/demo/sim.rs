@@ -1,10 +1,13 @@
-//! Demo layer: the simulation. Customers arrive on every medium; simulated agents log in,
-//! keep a panel attached, accept offers, chat, type notes, end and complete their work; one
-//! of them loses its connection now and then. Everything goes through the driver [`Handle`]
-//! exactly as the HTTP adapter would, and all pacing is tokio timers measured on the driver's
-//! clock (so a paused tokio clock runs the whole story at full speed).
+//! Demo layer: the simulation. Customers arrive on every medium (callers through the
+//! simulated trunk, as real SIP calls); simulated agents log in, keep a panel attached,
+//! accept offers (calls by answering on their phone), chat, type notes, end and complete
+//! their work; one of them loses its connection now and then. Everything goes through the
+//! driver [`Handle`] exactly as the HTTP adapter would, and all pacing is tokio timers
+//! measured on the driver's clock (so a paused tokio clock runs the whole story at full
+//! speed).
 
-use super::phone::{self, Phone};
+use super::dial::Placed;
+use super::phone::{self, Habits, Link, Phone, PhoneCmd};
 use super::sink::Delivered;
 use super::text::{self, Person, Topic};
 use crate::config::Channel;
@@ -49,6 +52,8 @@ pub(crate) struct AgentPlan {
 pub(crate) struct Setup {
     pub handle: Handle,
     pub sip: Option<SocketAddr>,
+    /// The simulated trunk: each customer's call is placed through it.
+    pub trunk: mpsc::UnboundedSender<Placed>,
     pub agents: Vec<AgentPlan>,
     pub seed: u64,
     /// `resilience.session_grace`.
@@ -67,6 +72,7 @@ struct Ctx {
     grace: Duration,
     stop: watch::Receiver<bool>,
     customers: Arc<AtomicU64>,
+    trunk: mpsc::UnboundedSender<Placed>,
 }
 
 impl Ctx {
@@ -135,6 +141,7 @@ pub(crate) async fn run(setup: Setup, stop: watch::Receiver<bool>) {
         grace: setup.grace,
         stop: stop.clone(),
         customers: Arc::new(AtomicU64::new(1)),
+        trunk: setup.trunk,
     };
     let mut rng = StdRng::seed_from_u64(setup.seed);
     let mut tasks = JoinSet::new();
@@ -203,11 +210,22 @@ fn start_agent(
     let (online_tx, online_rx) = watch::channel(true);
     let ctx2 = ctx.clone();
     tasks.spawn(async move {
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let habits = Habits {
+            always_answers: plan.flaky,
+        };
         let phone_ready = match sip {
             Some(server) => match Phone::bind(&plan.id, &plan.sip_password, server).await {
                 Ok(p) => {
                     let (tx, rx) = oneshot::channel();
-                    tokio::spawn(phone::run(p, online_rx, ctx2.stop.clone(), Some(tx)));
+                    let link = Link {
+                        online: online_rx,
+                        commands: commands_rx,
+                        stop: ctx2.stop.clone(),
+                        ready: Some(tx),
+                    };
+                    let clock = ctx2.handle.clock.clone();
+                    tokio::spawn(phone::run(p, clock, seed ^ 0x5eed, habits, link));
                     Some(rx)
                 }
                 Err(e) => {
@@ -217,10 +235,11 @@ fn start_agent(
             },
             None => None,
         };
+        let phone = phone_ready.is_some().then_some(commands_tx);
         if let Some(rx) = phone_ready {
             let _ = rx.await;
         }
-        let mut agent = Agent::new(ctx2, plan, seed, online_tx);
+        let mut agent = Agent::new(ctx2, plan, seed, online_tx, phone);
         let _ = agent.run(ready_tx).await;
     });
     ready_rx
@@ -252,6 +271,8 @@ enum Action {
     PhoneOn,
     Break,
     BackToWork,
+    /// Ready again after a call rang out unanswered made the agent `not_ready`.
+    ReadyAgain,
 }
 
 impl Action {
@@ -451,13 +472,24 @@ struct Agent {
     timers: BTreeMap<(u64, u64), Action>,
     seq: u64,
     phone_online: watch::Sender<bool>,
+    /// The agent's phone, which answers their calls.
+    phone: Option<mpsc::UnboundedSender<PhoneCmd>>,
     offline: Option<Episode>,
     episodes: u32,
     relogin_scheduled: bool,
+    /// Not ready by choice (a break), not because a call rang out.
+    on_break: bool,
+    ready_again_scheduled: bool,
 }
 
 impl Agent {
-    fn new(ctx: Ctx, plan: AgentPlan, seed: u64, phone_online: watch::Sender<bool>) -> Agent {
+    fn new(
+        ctx: Ctx,
+        plan: AgentPlan,
+        seed: u64,
+        phone_online: watch::Sender<bool>,
+        phone: Option<mpsc::UnboundedSender<PhoneCmd>>,
+    ) -> Agent {
         let first_name = plan
             .name
             .split_whitespace()
@@ -475,9 +507,12 @@ impl Agent {
             timers: BTreeMap::new(),
             seq: 0,
             phone_online,
+            phone,
             offline: None,
             episodes: 0,
             relogin_scheduled: false,
+            on_break: false,
+            ready_again_scheduled: false,
         }
     }
 
@@ -645,6 +680,19 @@ impl Agent {
                             self.customer_wrote(id, said.unwrap_or(""));
                         }
                     }
+                    // A call that rang out unanswered made the agent not ready
+                    // (`not_ready_after_no_response`): they notice and get ready again.
+                    Some("presence")
+                        if v.get("presence").and_then(Value::as_str) == Some("not_ready")
+                            && !self.on_break
+                            && !self.ready_again_scheduled =>
+                    {
+                        self.ready_again_scheduled = true;
+                        tracing::info!(agent = %self.plan.id,
+                            "demo: {} let a call ring out and is set not ready; ready again in a moment",
+                            self.first_name);
+                        self.after(8, 15, Action::ReadyAgain);
+                    }
                     _ => {}
                 }
             }
@@ -675,6 +723,8 @@ impl Agent {
         w.dropped |= seen.dropped;
         let mut next: Vec<(u64, u64, Action)> = Vec::new();
         match seen.status {
+            // A call is answered on the phone, which rings by itself.
+            Status::Offered if w.medium == Medium::Voice => {}
             Status::Offered if !w.accept_scheduled => {
                 w.accept_scheduled = true;
                 next.push((1, 4, Action::Accept(id)));
@@ -795,6 +845,21 @@ impl Agent {
             }
             Action::Break => self.presence(Presence::NotReady, Action::BackToWork).await,
             Action::BackToWork => self.presence(Presence::Ready, Action::Break).await,
+            Action::ReadyAgain => {
+                self.ready_again_scheduled = false;
+                if self.panel.is_some() && !self.on_break {
+                    let token = self.token();
+                    let presence = Presence::Ready;
+                    if let Err(e) = self
+                        .ctx
+                        .call(Command::SetPresence { token, presence })
+                        .await?
+                    {
+                        tracing::debug!(agent = %self.plan.id, error = %e, "demo presence refused");
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -951,6 +1016,9 @@ impl Agent {
             self.after(15, 30, Action::End(id));
             return Ok(());
         }
+        if w.medium == Medium::Voice && self.hang_up_phone().await {
+            return Ok(());
+        }
         let token = self.token();
         if w.is_chat() {
             self.conv_call(Command::AgentMessage {
@@ -966,6 +1034,19 @@ impl Agent {
         })
         .await?;
         Ok(())
+    }
+
+    /// Hangs up the call on the phone (its BYE ends the call, `AgentEnded`); `false` when the
+    /// phone has no call in conversation.
+    async fn hang_up_phone(&self) -> bool {
+        let Some(phone) = &self.phone else {
+            return false;
+        };
+        let (tx, rx) = oneshot::channel();
+        if phone.send(PhoneCmd::HangUp(tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     async fn save(&mut self, id: Uuid) -> Result<(), Stopped> {
@@ -1001,38 +1082,37 @@ impl Agent {
         Ok(())
     }
 
-    /// Calls back the customer of a call that dropped with the connection (most of the
-    /// time), then finishes the dropped call's wrap-up.
+    /// Calls back the customer of a call that dropped with the connection: switchboard rings
+    /// the agent's phone, then the customer through the trunk. Then the dropped call's
+    /// wrap-up is finished.
     async fn callback(&mut self, id: Uuid) -> Result<(), Stopped> {
         if self.status(id) != Some(Status::WrapUp) {
             return Ok(());
         }
-        if self.rng.gen_bool(0.7) {
-            let token = self.token();
-            match self
-                .ctx
-                .call(Command::Callback {
-                    token,
-                    conversation: id,
-                })
-                .await?
-            {
-                Ok(Reply::Conversation(v)) => {
-                    tracing::info!(agent = %self.plan.id, customer = %v.customer.address,
-                        "demo: {} calls back the customer whose call dropped", self.first_name);
-                    if let Some(seen) = Seen::of_view(&v) {
-                        let now = self.ctx.now();
-                        self.work
-                            .entry(seen.id)
-                            .or_insert_with(|| Work::new(&seen, &text::GENERAL, now))
-                            .callback = true;
-                        self.track(seen);
-                    }
+        let token = self.token();
+        match self
+            .ctx
+            .call(Command::Callback {
+                token,
+                conversation: id,
+            })
+            .await?
+        {
+            Ok(Reply::Conversation(v)) => {
+                tracing::info!(agent = %self.plan.id, customer = %v.customer.address,
+                    "demo: {} calls back the customer whose call dropped", self.first_name);
+                if let Some(seen) = Seen::of_view(&v) {
+                    let now = self.ctx.now();
+                    self.work
+                        .entry(seen.id)
+                        .or_insert_with(|| Work::new(&seen, &text::GENERAL, now))
+                        .callback = true;
+                    self.track(seen);
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(agent = %self.plan.id, error = %e, "demo callback refused")
-                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(agent = %self.plan.id, error = %e, "demo callback refused")
             }
         }
         self.after(3, 8, Action::Save(id));
@@ -1053,6 +1133,7 @@ impl Agent {
             return Ok(());
         }
         let token = self.token();
+        self.on_break = presence == Presence::NotReady;
         if let Err(e) = self
             .ctx
             .call(Command::SetPresence { token, presence })
@@ -1238,9 +1319,7 @@ async fn arrivals(
         let n = ctx.next_customer();
         let ctx2 = ctx.clone();
         match stream {
-            Stream::Voice => {
-                tokio::spawn(caller(ctx2, StdRng::seed_from_u64(seed), n));
-            }
+            Stream::Voice => caller(&ctx2, StdRng::seed_from_u64(seed), n),
             Stream::Webchat => {
                 tokio::spawn(webchat_customer(ctx2, StdRng::seed_from_u64(seed)));
             }
@@ -1370,37 +1449,18 @@ async fn messaging_customers(
     }
 }
 
-/// A caller: waits in the queue (hanging up if it takes too long), talks, hangs up — unless
-/// the agent ends the call first or it drops.
-async fn caller(ctx: Ctx, mut rng: StdRng, n: u64) {
+/// A caller: the simulated trunk calls the voice queue; the customer waits (hanging up if it
+/// takes too long), talks once an agent's phone answers, and hangs up — unless the agent
+/// hangs up first or the call drops.
+fn caller(ctx: &Ctx, mut rng: StdRng, n: u64) {
     let person = Person::random(&mut rng);
-    let cmd = Command::InboundCall {
-        from: person.phone(n),
+    let _ = ctx.trunk.send(Placed {
+        number: person.phone(n),
+        name: person.full_name(),
         queue: VOICE_QUEUE.to_string(),
-    };
-    let Ok(Ok(Reply::Conversation(v))) = ctx.call(cmd).await else {
-        return;
-    };
-    let id = v.id;
-    let patience = random_ms(&mut rng, 90, 200);
-    let talk = random_ms(&mut rng, 45, 150);
-    let start = ctx.now();
-    let mut answered: Option<u64> = None;
-    loop {
-        if !ctx.sleep(Duration::from_secs(2)).await {
-            return;
-        }
-        let now = ctx.now();
-        let hang_up = match ctx.status_of(id).await {
-            Some(Status::InQueue | Status::Offered) => now.saturating_sub(start) > patience,
-            Some(Status::InProcess) => now.saturating_sub(*answered.get_or_insert(now)) > talk,
-            _ => return,
-        };
-        if hang_up {
-            let _ = ctx.call(Command::Hangup { conversation: id }).await;
-            return;
-        }
-    }
+        patience: random_ms(&mut rng, 90, 200),
+        talk: random_ms(&mut rng, 30, 120),
+    });
 }
 
 /// A web chat customer: opens the chat, follows it on the customer socket, answers the

@@ -761,8 +761,9 @@ impl PostgresStore {
                     let ids: Vec<Uuid> = page.iter().map(|c| c.id).collect();
                     let mut events = children(&tx, KIND_EVENT, &ids, "events").await?;
                     for c in &page {
-                        let mut view = ConversationView::of(c);
-                        view.events = Some(events.remove(&c.id).unwrap_or_default());
+                        let timeline = events.remove(&c.id).unwrap_or_default();
+                        let mut view = ConversationView::with_timeline(c, &timeline);
+                        view.events = Some(timeline);
                         serde_json::to_writer(&mut *out, &view)?;
                         out.write_all(b"\n")?;
                         n += 1;

@@ -372,8 +372,9 @@ impl RedbStore {
             let (k, v) = entry?;
             let key = k.value();
             let c: Conversation = decode("conversations", || uuid(key), v.value())?;
-            let mut view = ConversationView::of(&c);
-            view.events = Some(events_of(&events, key)?);
+            let timeline = events_of(&events, key)?;
+            let mut view = ConversationView::with_timeline(&c, &timeline);
+            view.events = Some(timeline);
             serde_json::to_writer(&mut *out, &view)?;
             out.write_all(b"\n")?;
             n += 1;

@@ -15,6 +15,8 @@
 //   alert strip (shown while alerts stand): alert-strip, alerts-count, and per alert
 //     alert-<id> (data-kind: agent_in_grace|connection_unstable|session_lost, data-agent),
 //     alert-text, alert-time, alert-conversation (links), alert-release (agent_in_grace)
+//   calls strip (voice work now): calls-section, calls-waiting, calls-ringing, calls-talking
+//     (data-count), calls-oldest-wait (the longest wait of a waiting call)
 //   agents summary: summary-connected, summary-grace, summary-ready (connected and ready),
 //     summary-sip (data-count)
 //   agents table: agent-<agent_id> (row; data-session-state), and inside it:
@@ -30,7 +32,8 @@
 //     field-id, field-group_id, group-link, field-status, field-channel, field-medium, field-queue,
 //     field-agent, field-customer-name, field-customer-address, field-origin-kind,
 //     field-origin-previous, previous-link, field-subject (email), field-queue_arrival_time,
-//     field-created_at, field-ended_at, field-script, field-memo,
+//     field-created_at, field-answered_at, field-ended_at, field-length (answered and ended),
+//     field-script, field-memo,
 //     events-table, event-row (data-event), event-time, event-name, event-agent, event-detail,
 //     reassign-form, reassign-kind, reassign-target, reassign-submit (open conversations only)
 //   group view (#group/<group_id>): group-view (data-group-id), group-id, back-link, details-close,
@@ -40,8 +43,8 @@
 
 import {
   api, ApiError, loadSession, clearSession, gotoLogin, wsUrl, LiveSocket, tokenProbe,
-  CLOSE_TAKEN_OVER, h, setText, humanize, fmtTime, fmtTimeMs, fmtDateTime, countdown, elapsed,
-  startClocks, errorText, shortId, query, debounce,
+  CLOSE_TAKEN_OVER, h, setText, humanize, fmtTime, fmtTimeMs, fmtDateTime, fmtDuration, countdown,
+  elapsed, startClocks, errorText, shortId, query, debounce,
 } from './api.js';
 
 const stored = loadSession();
@@ -97,6 +100,10 @@ const el = {
   alerts: document.getElementById('alerts'),
   alertsList: document.getElementById('alerts-list'),
   alertsCount: document.getElementById('alerts-count'),
+  callsWaiting: document.querySelector('[data-testid="calls-waiting"]'),
+  callsRinging: document.querySelector('[data-testid="calls-ringing"]'),
+  callsTalking: document.querySelector('[data-testid="calls-talking"]'),
+  callsOldest: document.getElementById('calls-oldest'),
 };
 
 setText(el.supervisorId, (stored && (stored.username || stored.agent_id)) || 'supervisor');
@@ -310,6 +317,7 @@ function upsertQueue(q) {
   }
   el.queuesEmpty.hidden = queues.size > 0;
   fillOptions(el.queueOptions, [...queues.keys()]);
+  renderCalls();
 }
 
 function replaceQueues(list) {
@@ -318,6 +326,7 @@ function replaceQueues(list) {
   el.queuesBody.replaceChildren();
   for (const q of list) upsertQueue(q);
   el.queuesEmpty.hidden = queues.size > 0;
+  renderCalls();
 }
 
 function showQueue(id) {
@@ -333,6 +342,83 @@ function fillOptions(dl, values) {
   const next = [...new Set(values)].sort();
   if ([...dl.options].map((o) => o.value).join('\n') === next.join('\n')) return;
   dl.replaceChildren(...next.map((v) => h('option', { value: v })));
+}
+
+// ---------------------------------------------------------------------------
+// Calls now: waiting (the voice queues' waiting counts), ringing (voice conversations
+// offered) and talking (in process). Ringing and talking are counted from the conversation
+// frames; each (re)connection seeds them from a search, and a frame that arrives while the
+// search runs wins over its (older) result.
+
+const CALL_LIMIT = 1000; // the search's maximum page
+const calls = new Map(); // voice conversation id → 'offered' | 'in_process'
+let callsSeenLive = null; // id → status of frames received while a seed runs
+let callsSeed = 0;
+
+function setCall(id, status) {
+  if (status === 'offered' || status === 'in_process') calls.set(id, status);
+  else calls.delete(id);
+}
+
+function noteCall(c) {
+  if (!c || !c.id || c.channel !== 'voice') return;
+  if (callsSeenLive) callsSeenLive.set(c.id, c.status);
+  setCall(c.id, c.status);
+  renderCalls();
+}
+
+async function seedCalls() {
+  const seq = ++callsSeed;
+  const seen = new Map();
+  callsSeenLive = seen;
+  try {
+    const [ringing, talking] = await Promise.all(['offered', 'in_process'].map((status) =>
+      get(`/conversations${query({ status, channel: 'voice', limit: String(CALL_LIMIT) })}`)));
+    if (seq !== callsSeed) return;
+    calls.clear();
+    for (const c of [...(Array.isArray(ringing) ? ringing : []), ...(Array.isArray(talking) ? talking : [])]) {
+      setCall(c.id, c.status);
+    }
+    for (const [id, status] of seen) setCall(id, status);
+    renderCalls();
+  } catch (e) {
+    if (seq === callsSeed) failed(e);
+  } finally {
+    if (seq === callsSeed) callsSeenLive = null;
+  }
+}
+
+function setCounter(node, n) {
+  node.dataset.count = String(n);
+  setText(node.querySelector('.n'), String(n));
+}
+
+function renderCalls() {
+  let waiting = 0;
+  let oldest = null;
+  for (const q of queues.values()) {
+    if (q.channel !== 'voice') continue;
+    waiting += Number(q.waiting) || 0;
+    if (q.oldest_arrival && (!oldest || q.oldest_arrival < oldest)) oldest = q.oldest_arrival;
+  }
+  let ringing = 0;
+  let talking = 0;
+  for (const status of calls.values()) {
+    if (status === 'offered') ringing += 1;
+    else talking += 1;
+  }
+  setCounter(el.callsWaiting, waiting);
+  setCounter(el.callsRinging, ringing);
+  setCounter(el.callsTalking, talking);
+  if (waiting && oldest) {
+    if (el.callsOldest.dataset.since !== oldest) {
+      el.callsOldest.dataset.since = oldest;
+      el.callsOldest.replaceChildren('longest ', elapsed(oldest, { title: `Waiting since ${fmtTimeMs(oldest)}` }));
+    }
+  } else {
+    delete el.callsOldest.dataset.since;
+    el.callsOldest.replaceChildren();
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -546,7 +632,12 @@ function detailsView(c) {
     c.channel === 'email' || c.subject ? field('Subject', 'field-subject', c.subject) : null,
     field('Queue arrival', 'field-queue_arrival_time', timeValue(c.queue_arrival_time)),
     field('Created', 'field-created_at', timeValue(c.created_at)),
+    field('Answered', 'field-answered_at', timeValue(c.answered_at)),
     field('Ended', 'field-ended_at', timeValue(c.ended_at)),
+    c.answered_at && c.ended_at
+      ? field(c.channel === 'voice' ? 'Call length' : 'Handling time', 'field-length',
+        fmtDuration(Date.parse(c.ended_at) - Date.parse(c.answered_at)))
+      : null,
     field('Script', 'field-script', script.length
       ? h('div', { class: 'kv' }, script.map(([k, v]) => [h('span', { class: 'muted' }, k), h('span', null, v === null || v === undefined ? '' : String(v))]))
       : '—'),
@@ -736,6 +827,7 @@ const sock = new LiveSocket({
         if (Array.isArray(msg.agents)) replaceAgents(msg.agents);
         if (Array.isArray(msg.queues)) replaceQueues(msg.queues);
         if (Array.isArray(msg.alerts)) replaceAlerts(msg.alerts);
+        seedCalls();
         break;
       case 'alert':
         if (msg.alert && msg.alert.id) {
@@ -754,6 +846,7 @@ const sock = new LiveSocket({
         upsertQueue(msg.queue);
         break;
       case 'conversation':
+        noteCall(msg.conversation);
         onConversation(msg.conversation);
         break;
       case 'session':

@@ -20,7 +20,8 @@
 //     customer-name, customer-address, channel, queue, status (data-status), conv-age,
 //     offer, offer-countdown, accept, reject,
 //     disconnect, disconnect-party, disconnect-reason,
-//     voice-state, email-subject,
+//     voice-state, voice-text ("On the call" / "The call lasted"), call-duration (data-state:
+//     running, counted from answered_at | final, ended_at - answered_at), voice-note, email-subject,
 //     end, complete, transfer, consult, callback,
 //     target-form (data-mode: transfer|consult), target-kind, target-input, target-submit, target-cancel,
 //     transcript, message (data-from, data-message-id), compose-input, send,
@@ -29,8 +30,8 @@
 
 import {
   api, ApiError, loadSession, clearSession, gotoLogin, wsUrl, LiveSocket, tokenProbe,
-  CLOSE_TAKEN_OVER, CLOSE_TOO_MANY_SOCKETS, h, setText, humanize, fmtTime, countdown, elapsed,
-  startClocks, refreshClock, debounce, errorText, shortId,
+  CLOSE_TAKEN_OVER, CLOSE_TOO_MANY_SOCKETS, h, setText, humanize, fmtTime, fmtDuration, countdown,
+  elapsed, startClocks, refreshClock, debounce, errorText, shortId,
 } from './api.js';
 
 const stored = loadSession();
@@ -299,8 +300,12 @@ class ConvView {
     this.disc = h('div', { class: 'disc', testid: 'disconnect' },
       h('span', null, 'Disconnected by ', this.discParty), h('span', null, 'Reason ', this.discReason), this.discExplain);
 
-    this.voiceText = h('span', { class: 'grow' });
-    this.voice = h('div', { class: 'voice-state', testid: 'voice-state' }, this.voiceText);
+    this.voiceText = h('span', { class: 'voice-text', testid: 'voice-text' });
+    // The call's running time (in process) or its final length (wrap-up), counted from the
+    // server's answered_at: right after a reload or a reconnection too.
+    this.callTime = h('span', { class: 'clock call-time', testid: 'call-duration' });
+    this.voiceNote = h('span', { class: 'small muted grow', testid: 'voice-note' });
+    this.voice = h('div', { class: 'voice-state', testid: 'voice-state' }, this.voiceText, this.callTime, this.voiceNote);
     this.subject = h('div', { class: 'email-subject', testid: 'email-subject' });
 
     this.endBtn = b('end', 'End', 'btn-danger', () => this.end());
@@ -496,14 +501,48 @@ class ConvView {
     if (!inProcess) this.closeTarget();
     if (isVoice) {
       let text;
-      if (inProcess) text = voiceOff ? 'On call — voice unavailable' : 'On call';
-      else if (wrapUp) {
-        text = c.disconnect_reason ? 'Call ended. Wrap-up in progress.' : 'Wrap-up in progress.';
-        if (canCallback && voiceOff) text += ' Call back becomes available when voice is restored.';
-      }
-      else text = humanize(c.status);
+      let note = '';
+      if (inProcess) {
+        text = 'On the call';
+        if (voiceOff) note = 'Voice unavailable.';
+      } else if (wrapUp) {
+        text = c.answered_at && c.ended_at ? 'The call lasted' : c.disconnect_reason ? 'Call ended.' : '';
+        note = 'Wrap-up in progress.';
+        if (canCallback && voiceOff) note += ' Call back becomes available when voice is restored.';
+      } else text = humanize(c.status);
       setText(this.voiceText, text);
+      setText(this.voiceNote, note);
+      this.showCallTime(inProcess, wrapUp);
     }
+  }
+
+  /** Running time of a call in process; the final length once it ended. */
+  showCallTime(inProcess, wrapUp) {
+    const c = this.conv;
+    const t = this.callTime;
+    if (inProcess && c.answered_at) {
+      if (t.dataset.elapsedSince !== c.answered_at) {
+        t.dataset.elapsedSince = c.answered_at;
+        refreshClock(t);
+      }
+      t.dataset.state = 'running';
+      t.title = `Answered at ${fmtTime(c.answered_at)}`;
+      t.hidden = false;
+      return;
+    }
+    delete t.dataset.elapsedSince;
+    const length = wrapUp && c.answered_at && c.ended_at
+      ? Date.parse(c.ended_at) - Date.parse(c.answered_at) : NaN;
+    if (Number.isNaN(length)) {
+      t.hidden = true;
+      t.dataset.state = '';
+      setText(t, '');
+      return;
+    }
+    setText(t, fmtDuration(length));
+    t.dataset.state = 'final';
+    t.title = `Answered at ${fmtTime(c.answered_at)}, ended at ${fmtTime(c.ended_at)}`;
+    t.hidden = false;
   }
 
   flash() {

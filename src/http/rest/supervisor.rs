@@ -110,7 +110,7 @@ pub async fn details(
         return Err(ApiError::not_found(format!("no conversation {id}")));
     };
     may_read_group(&state, &reader, c.group_id).await?;
-    let mut view = ConversationView::of(&c);
+    let mut view = ConversationView::with_timeline(&c, &events);
     view.events = Some(events);
     if let Some(thread) = c.thread {
         let messages = read(&state, move |s| s.messages(thread)).await?;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 impl Core {
     /// A conversation's view; with `transcript`, its messages too (agent-facing).
     pub(super) fn conversation_view(&self, c: &Conversation, transcript: bool) -> ConversationView {
-        let mut v = ConversationView::of(c);
+        let mut v = ConversationView::with_timeline(c, self.timeline(&c.id));
         if transcript {
             v.messages = Some(
                 c.thread

@@ -2477,3 +2477,175 @@ fn the_effect_queue_gives_back_the_room_of_a_storm_once_drained() {
     assert_eq!(drained, 20_000);
     assert!(sim.core.footprint().effect_room <= EFFECT_ROOM_KEPT);
 }
+
+// --- when a conversation was answered (`answered_at`, docs/domain.md#conversation-fields) ---
+
+impl Sim {
+    /// The last conversation frame the agent's panel got for `id`.
+    fn last_panel_view(&self, who: &str, id: Uuid) -> view::ConversationView {
+        self.panel_frames(who)
+            .into_iter()
+            .rev()
+            .find_map(|f| match f {
+                PanelEvent::Conversation { conversation } if conversation.id == id => {
+                    Some(*conversation)
+                }
+                _ => None,
+            })
+            .expect("a conversation frame")
+    }
+
+    /// The conversation as Conversation Details shows it, from the disk model.
+    fn details_view(&self, id: Uuid) -> view::ConversationView {
+        let events = self.disk_events.get(&id).cloned().unwrap_or_default();
+        view::ConversationView::with_timeline(&self.disk_convs[&id], &events)
+    }
+}
+
+#[test]
+fn a_call_is_answered_when_the_agent_accepts_not_when_it_arrived_or_rang() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15550100");
+    let ringing = sim.last_panel_view("alice", call);
+    assert_eq!(ringing.status, Status::Offered);
+    assert_eq!(ringing.answered_at, None, "not answered while ringing");
+
+    sim.advance(7_250);
+    let answered = sim.now.ts();
+    sim.accept(a, call);
+    let view = sim.last_panel_view("alice", call);
+    assert_eq!(view.status, Status::InProcess);
+    assert_eq!(view.answered_at, Some(answered));
+    assert_eq!(view.created_at.0 + 7_250, answered.0);
+    let snap = sim.snapshot(a);
+    let in_snapshot = snap.conversations.iter().find(|c| c.id == call);
+    assert_eq!(
+        in_snapshot.and_then(|c| c.answered_at),
+        Some(answered),
+        "a reload shows the same start"
+    );
+    assert_eq!(sim.details_view(call).answered_at, Some(answered));
+}
+
+#[test]
+fn an_ended_call_keeps_its_answer_time_so_its_length_is_ended_minus_answered() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15550100");
+    sim.advance(2_000);
+    sim.accept(a, call);
+    let answered = sim.now.ts();
+    sim.advance(187_000);
+    sim.ok(Command::End {
+        token: a,
+        conversation: call,
+    });
+    let view = sim.last_panel_view("alice", call);
+    assert_eq!(view.status, Status::WrapUp);
+    assert_eq!(view.answered_at, Some(answered));
+    let ended = view.ended_at.expect("ended");
+    assert_eq!(ended.0 - answered.0, 187_000, "3:07 on the call");
+    sim.ok(Command::Complete {
+        token: a,
+        conversation: call,
+    });
+    let handled = sim.details_view(call);
+    assert_eq!(handled.status, Status::Handled);
+    assert_eq!(handled.answered_at, Some(answered));
+}
+
+#[test]
+fn the_answer_time_survives_a_restart() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15550100");
+    sim.advance(1_500);
+    sim.accept(a, call);
+    let answered = sim.now.ts();
+    sim.restart(30_000);
+    let snap = sim.snapshot(a);
+    let c = snap
+        .conversations
+        .iter()
+        .find(|c| c.id == call)
+        .expect("still held");
+    assert_eq!(c.status, Status::InProcess);
+    assert_eq!(c.answered_at, Some(answered));
+}
+
+#[test]
+fn a_picked_chat_is_answered_when_picked() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.ok(Command::SetPresence {
+        token: a,
+        presence: Presence::NotReady,
+    });
+    let (chat, _) = sim.chat("support", "Dana");
+    sim.advance(4_000);
+    sim.ok(Command::Pick {
+        token: a,
+        queue: "support".into(),
+        conversation: chat,
+    });
+    assert_eq!(
+        sim.last_panel_view("alice", chat).answered_at,
+        Some(sim.now.ts())
+    );
+}
+
+#[test]
+fn a_callback_without_dialling_counts_from_its_start_and_a_dialled_one_from_the_customer_answering()
+{
+    // Only a record (no outbound proxy): in process at once.
+    let mut sim = Sim::new();
+    let (a, _) = sim.online("alice");
+    sim.register_phone("alice", 3600);
+    let call = sim.call("+15550100");
+    sim.accept(a, call);
+    sim.ok(Command::End {
+        token: a,
+        conversation: call,
+    });
+    sim.advance(9_000);
+    let new = callback(&mut sim, a, call);
+    assert_eq!(
+        sim.last_panel_view("alice", new).answered_at,
+        Some(sim.now.ts())
+    );
+
+    // Dialled: not answered while the phone and the customer ring.
+    let (mut sim, a, call) = dropped_call_with_outbound_proxy();
+    let new = callback(&mut sim, a, call);
+    assert_eq!(sim.last_panel_view("alice", new).answered_at, None);
+    let ring = sim.sip_sent().remove(0).1;
+    sim.sip_answer(PHONE, &ring, 200, PHONE_SDP);
+    let out = sim
+        .sip_sent()
+        .into_iter()
+        .find(|(_, r)| r.method == "INVITE")
+        .expect("the customer is called")
+        .1;
+    assert_eq!(sim.last_panel_view("alice", new).answered_at, None);
+    sim.advance(6_000);
+    sim.sip_answer(PROXY, &out, 200, CUSTOMER_SDP);
+    let view = sim.last_panel_view("alice", new);
+    assert_eq!(view.status, Status::InProcess);
+    assert_eq!(view.answered_at, Some(sim.now.ts()));
+}
+
+#[test]
+fn a_dialled_callback_nobody_answered_was_never_answered() {
+    let (mut sim, a, call) = dropped_call_with_outbound_proxy();
+    let new = callback(&mut sim, a, call);
+    sim.advance(61_000);
+    sim.advance(61_000);
+    let view = sim.details_view(new);
+    assert_eq!(view.status, Status::Handled);
+    assert_eq!(view.disconnect_reason, None);
+    assert_eq!(view.answered_at, None);
+}

@@ -2,8 +2,8 @@
 //! customer chat events, Dashboard rows). The wire contract lives here and only here.
 
 use super::model::{
-    AgentId, Conversation, DisconnectParty, DisconnectReason, Event, Message, Metadata, Origin,
-    Presence, SessionState, Status,
+    AgentId, Conversation, DisconnectParty, DisconnectReason, Event, EventKind, Message, Metadata,
+    Origin, OriginKind, Presence, SessionState, Status,
 };
 use super::time::Timestamp;
 use crate::policy::Channel;
@@ -49,6 +49,12 @@ pub struct ConversationView {
     pub subject: Option<String>,
     #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub offer_expires_at: Option<Timestamp>,
+    /// When the agent took the conversation: the accept or pick (for a SIP call, the phone
+    /// answering; for a dialled callback, the customer answering). `null` while it has not
+    /// been taken, and in lists that show the stored record without its timeline (search,
+    /// group). A call's running time is now minus this; its length, `ended_at` minus this.
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
+    pub answered_at: Option<Timestamp>,
     /// The transcript (chat and email) in agent-facing views.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<MessageView>>,
@@ -80,10 +86,44 @@ impl ConversationView {
             metadata: c.metadata.clone(),
             subject: c.subject.clone(),
             offer_expires_at: c.offer_expires_at,
+            answered_at: None,
             messages: None,
             events: None,
         }
     }
+
+    /// The view with `answered_at` taken from the conversation's timeline.
+    pub fn with_timeline(c: &Conversation, events: &[Event]) -> Self {
+        let mut v = ConversationView::of(c);
+        v.answered_at = answered_at(c, events);
+        v
+    }
+}
+
+/// When the agent took `c`, from its timeline: the last `accepted` or `picked` event. A
+/// callback that is only a record (no outbound dialling) goes straight to `in_process`
+/// without either: it counts from its `callback_started`, unless it ended without ever
+/// being in process (a dialled callback nobody answered: `handled` without a reason).
+pub fn answered_at(c: &Conversation, events: &[Event]) -> Option<Timestamp> {
+    if let Some(e) = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event, EventKind::Accepted | EventKind::Picked))
+    {
+        return Some(e.at);
+    }
+    let was_in_process = match c.status {
+        Status::InProcess | Status::WrapUp => true,
+        Status::Handled => c.disconnect_reason.is_some(),
+        Status::InQueue | Status::Offered | Status::Abandoned => false,
+    };
+    if c.origin.kind != OriginKind::Callback || !was_in_process {
+        return None;
+    }
+    events
+        .iter()
+        .find(|e| e.event == EventKind::CallbackStarted)
+        .map(|e| e.at)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
