@@ -191,6 +191,13 @@ describe('calls: Dashboard counters and the call duration on the panel', () => {
     assert.equal(seconds(await final.innerText()), length, 'ended_at - answered_at');
     assert.ok(length >= 3);
     await screenshot(panel, '32-panel-call-ended');
+    // Conversation Details on the Dashboard give the same length.
+    await dash.goto(`/dashboard#conversation/${call}`);
+    await dash.locator(tid('conversation-details')).waitFor();
+    assert.equal(seconds(await dash.locator(tid('field-length')).innerText()), length);
+    assert.notEqual(await dash.locator(tid('field-answered_at')).innerText(), '—');
+    await dash.setViewportSize({ width: 1280, height: 900 });
+    await screenshot(dash, '33-call-details-1280');
     const before = await final.innerText();
     await new Promise((r) => setTimeout(r, 1500)); // one clock tick: the length stays put
     assert.equal(await final.innerText(), before);

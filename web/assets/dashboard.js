@@ -32,7 +32,8 @@
 //     field-id, field-group_id, group-link, field-status, field-channel, field-medium, field-queue,
 //     field-agent, field-customer-name, field-customer-address, field-origin-kind,
 //     field-origin-previous, previous-link, field-subject (email), field-queue_arrival_time,
-//     field-created_at, field-ended_at, field-script, field-memo,
+//     field-created_at, field-answered_at, field-ended_at, field-length (answered and ended),
+//     field-script, field-memo,
 //     events-table, event-row (data-event), event-time, event-name, event-agent, event-detail,
 //     reassign-form, reassign-kind, reassign-target, reassign-submit (open conversations only)
 //   group view (#group/<group_id>): group-view (data-group-id), group-id, back-link, details-close,
@@ -42,8 +43,8 @@
 
 import {
   api, ApiError, loadSession, clearSession, gotoLogin, wsUrl, LiveSocket, tokenProbe,
-  CLOSE_TAKEN_OVER, h, setText, humanize, fmtTime, fmtTimeMs, fmtDateTime, countdown, elapsed,
-  startClocks, errorText, shortId, query, debounce,
+  CLOSE_TAKEN_OVER, h, setText, humanize, fmtTime, fmtTimeMs, fmtDateTime, fmtDuration, countdown,
+  elapsed, startClocks, errorText, shortId, query, debounce,
 } from './api.js';
 
 const stored = loadSession();
@@ -631,7 +632,12 @@ function detailsView(c) {
     c.channel === 'email' || c.subject ? field('Subject', 'field-subject', c.subject) : null,
     field('Queue arrival', 'field-queue_arrival_time', timeValue(c.queue_arrival_time)),
     field('Created', 'field-created_at', timeValue(c.created_at)),
+    field('Answered', 'field-answered_at', timeValue(c.answered_at)),
     field('Ended', 'field-ended_at', timeValue(c.ended_at)),
+    c.answered_at && c.ended_at
+      ? field(c.channel === 'voice' ? 'Call length' : 'Handling time', 'field-length',
+        fmtDuration(Date.parse(c.ended_at) - Date.parse(c.answered_at)))
+      : null,
     field('Script', 'field-script', script.length
       ? h('div', { class: 'kv' }, script.map(([k, v]) => [h('span', { class: 'muted' }, k), h('span', null, v === null || v === undefined ? '' : String(v))]))
       : '—'),
