@@ -16,6 +16,13 @@ use std::net::SocketAddr;
 const MAX_CALLS: usize = 16;
 /// How long an ended call is remembered, to answer retransmissions (64 × T1).
 const LINGER_MS: u64 = 32_000;
+/// Our 200 is sent again until its ACK comes (RFC 3261 §13.3.1.4): first after T1, then at
+/// doubling intervals up to T2.
+const T1_MS: u64 = 500;
+const T2_MS: u64 = 4_000;
+/// How long an answered call waits for its ACK before it is given up. switchboard's callback
+/// acknowledges the phone's answer only once the customer answers (up to a minute later).
+const ACK_WAIT_MS: u64 = 90_000;
 
 /// What the party does with a new call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,8 @@ struct Incoming {
     pickup: Pickup,
     /// When the next step (answer, decline, hang up, forget) is due.
     due: Option<u64>,
+    /// While our 200 waits for its ACK: when it is sent again, the interval, the last moment.
+    resend: Option<(u64, u64, u64)>,
 }
 
 /// What happened, for the owner's narration and counters.
@@ -125,7 +134,11 @@ impl Answerer {
 
     /// The earliest due step.
     pub fn next_due(&self) -> Option<u64> {
-        self.calls.values().filter_map(|c| c.due).min()
+        self.calls
+            .values()
+            .flat_map(|c| [c.due, c.resend.map(|r| r.0)])
+            .flatten()
+            .min()
     }
 
     /// A request from switchboard. `pick` chooses what to do with a new call.
@@ -144,6 +157,7 @@ impl Answerer {
                     match c.state {
                         State::Answered => {
                             c.state = State::Talking;
+                            c.resend = None;
                             let sdp_answer = c.offered && !req.body.is_empty();
                             c.due = match c.pickup {
                                 Pickup::Answer { talk: Some(t), .. } => Some(now + t),
@@ -166,6 +180,7 @@ impl Answerer {
                     if c.state != State::Ended {
                         c.state = State::Ended;
                         c.due = Some(now + LINGER_MS);
+                        c.resend = None;
                         out.notes.push(Note::HungUp { call_id });
                     }
                 }
@@ -253,6 +268,7 @@ impl Answerer {
                 offered: req.body.is_empty(),
                 pickup,
                 due,
+                resend: None,
             },
         );
     }
@@ -260,6 +276,21 @@ impl Answerer {
     /// Steps that are due at `now`: answers, declines, hang-ups, and forgetting ended calls.
     pub fn on_time(&mut self, now: u64) -> Output {
         let mut out = Output::default();
+        for c in self.calls.values_mut() {
+            let Some((at, every, until)) = c.resend.filter(|r| r.0 <= now) else {
+                continue;
+            };
+            if at > until || c.state != State::Answered {
+                // No ACK ever came: the call is given up.
+                c.resend = None;
+                c.state = State::Ended;
+                c.due = Some(now + LINGER_MS);
+            } else {
+                out.send.push(c.last.clone());
+                let every = (every * 2).min(T2_MS);
+                c.resend = Some((at + every, every, until));
+            }
+        }
         let due: Vec<String> = self
             .calls
             .iter()
@@ -283,6 +314,7 @@ impl Answerer {
                     c.dialog = Dialog::callee(&c.invite, &ok);
                     c.last = ok.serialize();
                     c.state = State::Answered;
+                    c.resend = Some((now + T1_MS, T1_MS, now + ACK_WAIT_MS));
                     out.send.push(c.last.clone());
                     out.notes.push(Note::Answered {
                         call_id,
@@ -449,6 +481,10 @@ mod tests {
         let out = p.on_time(500);
         let ok = response(&out.send[0]);
         assert_eq!(ok.code, 200);
+        // No ACK yet (the customer is still ringing): the 200 again after T1, then 2 × T1.
+        assert_eq!(p.next_due(), Some(1_000));
+        assert_eq!(p.on_time(1_000).send, out.send);
+        assert_eq!(p.next_due(), Some(2_000));
         let offer = String::from_utf8_lossy(&ok.body).to_string();
         assert!(offer.contains("m=audio 6000 RTP/AVP 0 8"), "{offer}");
         let caller = Dialog::caller(&inv, &ok).expect("dialog");

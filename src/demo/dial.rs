@@ -15,6 +15,10 @@ use switchboard_core::sip::proxy;
 const LINGER_MS: u64 = 32_000;
 /// Most calls the trunk keeps at once; a call beyond it is not placed.
 pub(crate) const MAX_CALLS: usize = 256;
+/// The first interval at which an unanswered INVITE is sent again (T1); it doubles each time.
+const T1_MS: u64 = 500;
+/// How many times an INVITE without any response is sent again (up to 64 × T1 in all).
+const RETRANSMISSIONS: u32 = 6;
 
 /// A customer's call to place.
 #[derive(Debug, Clone)]
@@ -49,6 +53,9 @@ struct Outgoing {
     ack: Vec<u8>,
     talk: u64,
     due: Option<u64>,
+    /// While the INVITE has no response at all: when it is sent again, and how often it
+    /// has been (RFC 3261 §17.1.1.2, timer A).
+    resend: Option<(u64, u32)>,
 }
 
 /// How a call went, for the owner's narration and counters.
@@ -107,7 +114,11 @@ impl Dialer {
     }
 
     pub fn next_due(&self) -> Option<u64> {
-        self.calls.values().filter_map(|c| c.due).min()
+        self.calls
+            .values()
+            .flat_map(|c| [c.due, c.resend.map(|r| r.0)])
+            .flatten()
+            .min()
     }
 
     /// Places a call: its Call-ID and INVITE; `None` when the trunk is full.
@@ -137,6 +148,7 @@ impl Dialer {
                 ack: Vec::new(),
                 talk: p.talk,
                 due: Some(now + p.patience),
+                resend: Some((now + T1_MS, 0)),
             },
         );
         Some((call_id, bytes))
@@ -150,7 +162,11 @@ impl Dialer {
             return out;
         };
         let is_invite = call::cseq_of(&resp.headers).is_some_and(|(_, m)| m == "INVITE");
-        if !is_invite || resp.code < 200 {
+        if !is_invite {
+            return out;
+        }
+        c.resend = None;
+        if resp.code < 200 {
             return out;
         }
         if resp.code >= 300 {
@@ -227,9 +243,19 @@ impl Dialer {
         Some(out)
     }
 
-    /// Steps due at `now`: giving up, hanging up, forgetting ended calls.
+    /// Steps due at `now`: sending an unanswered INVITE again, giving up, hanging up,
+    /// forgetting ended calls.
     pub fn on_time(&mut self, now: u64) -> Output {
         let mut out = Output::default();
+        for c in self.calls.values_mut() {
+            if let Some((at, sent)) = c.resend.filter(|(at, _)| *at <= now) {
+                let calling = c.state == State::Calling && sent < RETRANSMISSIONS;
+                c.resend = calling.then(|| (at + (T1_MS << (sent + 1)), sent + 1));
+                if calling {
+                    out.send.push(c.invite.serialize());
+                }
+            }
+        }
         let due: Vec<String> = self
             .calls
             .iter()
@@ -325,8 +351,17 @@ mod tests {
         let mut t = trunk();
         let (id, bytes) = t.place(0, &placed()).expect("placed");
         let inv = request(&bytes);
+        // No response yet: the INVITE again after T1, then after 2 × T1.
+        assert_eq!(t.next_due(), Some(500));
+        assert_eq!(t.on_time(500).send, vec![bytes.clone()]);
+        assert_eq!(t.next_due(), Some(1_500));
         let ringing = response_to(&inv, 180, "Ringing");
-        assert!(t.on_response(100, &ringing).send.is_empty());
+        assert!(t.on_response(1_000, &ringing).send.is_empty());
+        assert_eq!(
+            t.next_due(),
+            Some(60_000),
+            "a response stops the retransmissions"
+        );
         let ok = ok_from_phone(&inv);
         let out = t.on_response(5_000, &ok);
         let ack = request(&out.send[0]);
@@ -354,6 +389,7 @@ mod tests {
         let mut t = trunk();
         let (id, bytes) = t.place(0, &placed()).expect("placed");
         let inv = request(&bytes);
+        t.on_response(10, &response_to(&inv, 100, "Trying"));
         let out = t.on_time(60_000);
         let cancel = request(&out.send[0]);
         assert_eq!(cancel.method, "CANCEL");
