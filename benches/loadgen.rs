@@ -23,7 +23,8 @@
 //! `cargo bench --bench loadgen -- --agents 2000` (options: `--chats 3 --web 2000
 //! --msg-rate 200 --steady 5 --settle 20 --grace 8`, `--server BIN` for another binary or a
 //! wrapper script that `exec`s it, `--hold SECS` to keep the settled server running for a
-//! look at its heap); `cargo test --bench loadgen` runs a smoke size of a few seconds
+//! look at its heap, `--handle-ms MS` for agents who work on each recovered chat that long
+//! before ending it); `cargo test --bench loadgen` runs a smoke size of a few seconds
 //! against the debug binary.
 
 // A load generator measures real time: it reads the clocks the server itself may not.
@@ -71,6 +72,9 @@ struct Args {
     /// Seconds to keep the settled server running (pid printed) before the restart, so its
     /// heap can be inspected from outside.
     hold_secs: u64,
+    /// Milliseconds an agent works on each chat picked up in the recovery before ending and
+    /// completing it (0: at once).
+    handle_ms: u64,
 }
 
 impl Args {
@@ -89,6 +93,7 @@ impl Args {
             server: PathBuf::from(env!("CARGO_BIN_EXE_switchboard")),
             old_limits: false,
             hold_secs: 0,
+            handle_ms: 0,
         };
         let mut it = argv.iter().skip(1);
         while let Some(flag) = it.next() {
@@ -103,6 +108,7 @@ impl Args {
                 "--grace" => a.grace_secs = num().max(1),
                 "--old-limits" => a.old_limits = true,
                 "--hold" => a.hold_secs = num(),
+                "--handle-ms" => a.handle_ms = num(),
                 "--server" => {
                     if let Some(p) = it.next() {
                         a.server = PathBuf::from(p);
@@ -246,8 +252,10 @@ struct World {
     /// Previous conversation id → wall ms the customer saw `in_queue` after the storm.
     customer_seen: Mutex<HashMap<String, i64>>,
     storm_started: AtomicBool,
-    /// Finish recovered conversations (end + complete) as soon as they are accepted.
+    /// Finish recovered conversations (end + complete) once accepted and worked on.
     finish: AtomicBool,
+    /// How long an agent works on a recovered conversation before ending it.
+    handle: Duration,
     finished: AtomicU64,
     replies: AtomicU64,
     customer_msgs: AtomicU64,
@@ -329,6 +337,7 @@ fn on_panel_frame(w: &Arc<World>, idx: usize, me: &str, token: &str, v: &Value) 
                     }
                     w.accepted.fetch_add(1, Ordering::Relaxed);
                     if w.finish.load(Ordering::Relaxed) {
+                        tokio::time::sleep(w.handle).await;
                         for step in ["end", "complete"] {
                             let path = format!("/api/v1/conversations/{id}/{step}");
                             let _ = w.api.call("rest", "POST", &path, Some(&token), None).await;
@@ -638,6 +647,7 @@ async fn run(a: Args) -> Res<()> {
         customer_seen: Mutex::default(),
         storm_started: AtomicBool::new(false),
         finish: AtomicBool::new(false),
+        handle: Duration::from_millis(a.handle_ms),
         finished: AtomicU64::new(0),
         replies: AtomicU64::new(0),
         customer_msgs: AtomicU64::new(0),

@@ -11,6 +11,7 @@ use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use switchboard_core::room::shrink_map;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -343,6 +344,10 @@ impl Hub {
                 self.dashboards.remove(&socket);
             }
         }
+        shrink_map(&mut self.subs);
+        shrink_map(&mut self.panels);
+        shrink_map(&mut self.chats);
+        shrink_map(&mut self.dashboards);
         Some(sub)
     }
 

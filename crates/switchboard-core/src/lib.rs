@@ -9,5 +9,6 @@
 pub mod core;
 pub mod duration;
 pub mod policy;
+pub mod room;
 pub mod sip;
 pub mod wheel;

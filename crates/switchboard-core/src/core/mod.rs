@@ -31,6 +31,7 @@ pub use effect::{Effect, Write};
 pub use time::{Deadline, Now, Timestamp};
 
 use crate::policy::{Channel, Policy, QueueConfig};
+use crate::room::shrink_map;
 use crate::wheel::{KeyedBuildHasher, Wheel};
 use model::{
     AgentId, AgentRecord, Conversation, DisconnectReason, Event, EventKind, Medium, Message,
@@ -285,15 +286,6 @@ struct Batch {
     batch_queues: BTreeSet<String>,
     /// Something changed that may allow a new offer.
     alloc_needed: bool,
-}
-
-/// Halves the room of a map that is at most a quarter full (and not small): each shrink
-/// at least halves it, so the cost stays proportional to the removals that made room.
-fn shrink_map<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
-    let cap = map.capacity();
-    if cap > 64 && map.len() * 4 <= cap {
-        map.shrink_to(map.len() * 2);
-    }
 }
 
 impl std::fmt::Debug for Core {
