@@ -23,7 +23,6 @@
 // A benchmark measures real time: it reads the clocks the server itself may not.
 #![allow(clippy::disallowed_methods)]
 
-use argon2::password_hash::{PasswordHasher, SaltString};
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -34,7 +33,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard::core::Write;
 use switchboard::core::model::{
@@ -45,7 +43,10 @@ use switchboard::core::time::Timestamp;
 use switchboard::store::Store;
 use uuid::Uuid;
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+#[allow(dead_code)] // each benchmark uses part of it
+#[path = "support/server.rs"]
+mod server;
+use server::{Res, Server, cheap_password_hash, free_port};
 
 const PASSWORD: &str = "history-password";
 const AGENTS: usize = 200;
@@ -273,63 +274,10 @@ fn fill(data_dir: &Path, n: usize) -> Res<Duration> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The server
-
-/// The server process under test.
-struct Server {
-    child: Child,
-    pid: u32,
-}
-
-impl Server {
-    fn start(bin: &Path, config: &Path, log: &Path) -> Res<Server> {
-        let log = std::fs::File::create(log)?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let pid = child.id();
-        Ok(Server { child, pid })
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Resident memory in KiB.
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
+// The server: its configuration and an HTTP client
 
 fn write_config(dir: &Path, data: &Path, port: u16) -> Res<PathBuf> {
-    let salt = SaltString::encode_b64(b"history-salt-16b")?;
-    let params = argon2::Params::new(8, 1, 1, None)?;
-    let hash = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(PASSWORD.as_bytes(), &salt)?
-        .to_string();
+    let hash = cheap_password_hash(PASSWORD, b"history-salt-16b")?;
     let mut s = format!(
         "[server]\nhttp_listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n\
          [sip]\nenabled = false\n\n[limits]\nlogin_per_minute = 100000000\n\n\
@@ -354,12 +302,6 @@ fn write_config(dir: &Path, data: &Path, port: u16) -> Res<PathBuf> {
     let path = dir.join("config.toml");
     std::fs::write(&path, s)?;
     Ok(path)
-}
-
-fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// One pooled HTTP/1.1 client.

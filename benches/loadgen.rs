@@ -30,7 +30,6 @@
 // A load generator measures real time: it reads the clocks the server itself may not.
 #![allow(clippy::disallowed_methods)]
 
-use argon2::password_hash::{PasswordHasher, SaltString};
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -40,7 +39,6 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,7 +48,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+#[allow(dead_code)] // each benchmark uses part of it
+#[path = "support/server.rs"]
+mod server;
+use server::{Res, Server, cheap_password_hash, free_port, proc_field};
 
 const API_KEY: &str = "loadgen-integration-key-0123456789abcdef";
 const PASSWORD: &str = "loadgen-password";
@@ -416,88 +417,8 @@ async fn dashboard(w: Arc<World>, mut ws: Ws, mut stop: watch::Receiver<bool>) -
     }
 }
 
-/// The server process under test.
-struct Server {
-    child: Child,
-    pid: u32,
-}
-
-impl Server {
-    fn start(bin: &Path, config: &Path, log: &Path) -> Res<Server> {
-        let log = std::fs::File::create(log)?;
-        // Raise the soft descriptor limit to the hard one for the server.
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" serve --config \"$1\"")
-            .arg(bin)
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let pid = child.id();
-        Ok(Server { child, pid })
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn rss_kib(&self) -> u64 {
-        proc_field(self.pid, "VmRSS:")
-    }
-
-    /// Resident anonymous memory (heap, stacks) and resident pages mapped from files (the
-    /// program's own code and data), in KiB.
-    fn rss_split_kib(&self) -> (u64, u64) {
-        (
-            proc_field(self.pid, "RssAnon:"),
-            proc_field(self.pid, "RssFile:"),
-        )
-    }
-
-    /// User + system CPU time in clock ticks (1/100 s).
-    fn cpu_ticks(&self) -> u64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return 0;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return 0;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        n(11) + n(12)
-    }
-}
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn write_config(dir: &Path, port: u16, a: &Args) -> Res<PathBuf> {
-    let salt = SaltString::encode_b64(b"loadgen-salt-16b")?;
-    let params = argon2::Params::new(8, 1, 1, None)?;
-    let hash = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(PASSWORD.as_bytes(), &salt)?
-        .to_string();
+    let hash = cheap_password_hash(PASSWORD, b"loadgen-salt-16b")?;
     let key_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(API_KEY.as_bytes()));
     let queues = a.agents.div_ceil(100);
     let mut s = format!(
@@ -538,12 +459,6 @@ fn write_config(dir: &Path, port: u16, a: &Args) -> Res<PathBuf> {
     let path = dir.join("config.toml");
     std::fs::write(&path, s)?;
     Ok(path)
-}
-
-fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn wait_ready(api: &Api) -> Res<()> {
