@@ -129,6 +129,8 @@ impl RedbStore {
             ));
         }
 
+        super::search_index::problems(&txn, &convs, &mut p)?;
+
         let mut event_seqs: BTreeMap<u128, Vec<u32>> = BTreeMap::new();
         for entry in txn.open_table(EVENTS)?.iter()? {
             let (k, v) = entry?;

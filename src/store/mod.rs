@@ -12,9 +12,11 @@
 pub mod codec;
 mod error;
 mod invariants;
+mod migrate;
 pub mod postgres;
 mod query;
 pub mod redb;
+mod search_index;
 mod tables;
 
 #[cfg(test)]

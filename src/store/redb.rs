@@ -1,17 +1,19 @@
 //! Store layer (adapter): the embedded redb backend, the default. One file holds everything
-//! that must survive a restart; this is the only module that touches redb. It may import the
-//! core's records and [`Write`]s, never the driver, HTTP or SIP adapters.
+//! that must survive a restart; this module and its helpers (`invariants`, `search_index`,
+//! `migrate`) are the only ones that touch redb. It may import the core's records and
+//! [`Write`]s, never the driver, HTTP or SIP adapters.
 //!
 //! [`RedbStore::apply`] writes one batch in one durable transaction (group commit). The
-//! indexes (`open_conversations`, `queue_index`, `groups`, `open_threads`, `session_tokens`)
-//! are kept in step with the records inside that same transaction, so a crash leaves either
-//! all of a batch or none of it. Reads take their own read transaction and run beside the
-//! writer. Stored bytes are never trusted: a record that does not decode is a
-//! [`StoreError::Corrupt`] naming its table and key.
+//! indexes (`open_conversations`, `queue_index`, `groups`, the search tables, `open_threads`,
+//! `session_tokens`) are kept in step with the records inside that same transaction, so a
+//! crash leaves either all of a batch or none of it. Reads take their own read transaction
+//! and run beside the writer. Stored bytes are never trusted: a record that does not decode
+//! is a [`StoreError::Corrupt`] naming its table and key.
 
 use super::codec;
 use super::error::{StoreError, decode, encode};
 use super::query::SearchQuery;
+use super::search_index::{self, Fields, SearchTables};
 use super::tables::*;
 use crate::core::model::{Conversation, Event, Message, Metadata, Session, Status, Thread};
 use crate::core::view::ConversationView;
@@ -105,8 +107,11 @@ impl RedbStore {
         data_dir.join(FILE_NAME)
     }
 
+    /// Checks the schema version (a newer one is refused, an older one migrated: see
+    /// [`super::migrate`]) and creates any missing table, in one write transaction.
     fn init(db: Database) -> Result<RedbStore, StoreError> {
         let txn = db.begin_write()?;
+        let mut older = None;
         {
             // The version is checked before any other table is opened: a newer schema may
             // have changed their types.
@@ -122,17 +127,15 @@ impl RedbStore {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(found) if found < SCHEMA_VERSION => {
-                    return Err(StoreError::OlderSchema {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
+                Some(found) if found < SCHEMA_VERSION => older = Some(found),
                 Some(_) => {}
             }
         }
         // Creates every table, so read transactions always find them.
         drop(WriteTables::open(&txn)?);
+        if let Some(found) = older {
+            super::migrate::migrate(&txn, found)?;
+        }
         txn.commit()?;
         Ok(RedbStore { db })
     }
@@ -264,39 +267,29 @@ impl RedbStore {
     }
 
     /// Conversation search, newest first (reverse id order), at most `q.limit` (capped at
-    /// [`SearchQuery::MAX_LIMIT`]). A filter on an open status walks only the open index.
+    /// [`SearchQuery::MAX_LIMIT`]). With any filter it is answered from the search index
+    /// (see [`super::search_index`]): empty at once when a filter's value has no
+    /// conversation, otherwise a walk of the smallest filter's index entries that decodes
+    /// only the matching records. Without a filter it reads the newest records from the
+    /// cursor down.
     pub fn search(&self, q: &SearchQuery) -> Result<Vec<Conversation>, StoreError> {
         let limit = q.limit.min(SearchQuery::MAX_LIMIT);
-        let mut out = Vec::new();
         if limit == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let txn = self.db.begin_read()?;
         let conversations = txn.open_table(CONVERSATIONS)?;
         // Ids sort in creation order: `before` is the upper end of the key range.
         let below = q.before.map_or(u128::MAX, |b| b.as_u128());
-        if q.status.is_some_and(|s| !s.is_closed()) {
-            for entry in txn.open_table(OPEN_CONVERSATIONS)?.range(..below)?.rev() {
-                let key = entry?.0.value();
-                let c = get_conversation(&conversations, key)?
-                    .ok_or_else(|| dangling("open_conversations", "conversations", uuid(key)))?;
-                if q.matches(&c) {
-                    out.push(c);
-                    if out.len() == limit {
-                        break;
-                    }
-                }
-            }
-        } else {
-            for entry in conversations.range(..below)?.rev() {
-                let (k, v) = entry?;
-                let c: Conversation = decode("conversations", || uuid(k.value()), v.value())?;
-                if q.matches(&c) {
-                    out.push(c);
-                    if out.len() == limit {
-                        break;
-                    }
-                }
+        if let Some(found) = search_index::search(&txn, &conversations, q, below, limit)? {
+            return Ok(found);
+        }
+        let mut out = Vec::new();
+        for entry in conversations.range(..below)?.rev() {
+            let (k, v) = entry?;
+            out.push(decode("conversations", || uuid(k.value()), v.value())?);
+            if out.len() == limit {
+                break;
             }
         }
         Ok(out)
@@ -351,6 +344,9 @@ impl RedbStore {
             copy_table(&src, &dst, AGENTS)?;
             copy_table(&src, &dst, OUTBOX)?;
             copy_table(&src, &dst, DIALOGS)?;
+            copy_table(&src, &dst, SEARCH_INDEX)?;
+            copy_table(&src, &dst, SEARCH_COUNTS)?;
+            copy_table(&src, &dst, SEARCH_MIX)?;
             dst.commit()?;
         }
         drop(src);
@@ -391,7 +387,8 @@ impl RedbStore {
     /// conversation under its group and nothing else; no two `requeue` conversations share
     /// an `origin.previous`; timelines and transcripts are numbered `0..count` without gaps;
     /// `open_threads` matches the threads' `open` flags; `session_tokens` and the sessions
-    /// agree; every draft belongs to a stored session.
+    /// agree; every draft belongs to a stored session; the search tables hold exactly each
+    /// conversation's entries, and their counts are the records' counts.
     pub fn check_invariants(&self) -> Result<(), String> {
         let problems = self.invariant_problems().map_err(|e| e.to_string())?;
         if problems.is_empty() {
@@ -418,6 +415,7 @@ struct WriteTables<'txn> {
     agents: Table<'txn, &'static str, &'static [u8]>,
     outbox: Table<'txn, u128, &'static [u8]>,
     dialogs: Table<'txn, u128, &'static [u8]>,
+    search: SearchTables<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -437,6 +435,7 @@ impl<'txn> WriteTables<'txn> {
             agents: txn.open_table(AGENTS)?,
             outbox: txn.open_table(OUTBOX)?,
             dialogs: txn.open_table(DIALOGS)?,
+            search: SearchTables::open(txn)?,
         })
     }
 
@@ -542,6 +541,7 @@ impl<'txn> WriteTables<'txn> {
             .conversations
             .insert(key, bytes.as_slice())?
             .map(|g| codec::decode::<Conversation>(g.value()));
+        let fields = Fields::of(c);
         match old {
             Some(Ok(old)) => {
                 if old.status == Status::InQueue {
@@ -551,13 +551,16 @@ impl<'txn> WriteTables<'txn> {
                 if old.group_id != c.group_id {
                     self.groups.remove(old.group_id.as_u128(), key)?;
                 }
+                self.search.put(key, Some(&Fields::of(&old)), &fields)?;
             }
             Some(Err(e)) => {
-                // The replaced record was unreadable: find its queue entry the slow way.
+                // The replaced record was unreadable: find its entries the slow way.
                 tracing::warn!(conversation = %c.id, error = %e, "replacing a corrupt conversation record");
                 self.queue_index.retain(|(_, _, id), ()| id != key)?;
+                self.search.forget(key)?;
+                self.search.put(key, None, &fields)?;
             }
-            None => {}
+            None => self.search.put(key, None, &fields)?,
         }
         if c.status == Status::InQueue {
             self.queue_index

@@ -6,8 +6,10 @@
 use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The layout of the tables below. Stored in [`META`] under [`SCHEMA_VERSION_KEY`]; a file
-/// with a newer version is refused, an older one would be migrated at open.
-pub const SCHEMA_VERSION: u64 = 1;
+/// with a newer version is refused, an older one is migrated at open (see
+/// [`super::migrate`]). Version 2 added [`SEARCH_INDEX`], [`SEARCH_COUNTS`] and
+/// [`SEARCH_MIX`].
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// The [`META`] key holding the schema version.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -58,3 +60,24 @@ pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 
 /// Conversation id → Dialog record: answered SIP calls (removed when the call ends).
 pub const DIALOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("dialogs");
+
+/// The conversation search's covering index (see [`super::search_index`]): one entry per
+/// conversation for each of its status, queue, channel and (when it has one) agent, keyed
+/// (field code, value, conversation id); the value holds the conversation's status code,
+/// channel code, queue and agent, so a combined filter is decided from the entry alone.
+pub const SEARCH_INDEX: TableDefinition<SearchKey, SearchCover> =
+    TableDefinition::new("search_index");
+
+/// A [`SEARCH_INDEX`] key: (field code, value, conversation id).
+pub type SearchKey = (u8, &'static str, u128);
+
+/// A [`SEARCH_INDEX`] value: (status code, channel code, queue, agent).
+pub type SearchCover = (u8, u8, &'static str, Option<&'static str>);
+
+/// (field code, value) → how many conversations [`SEARCH_INDEX`] holds under it (rows at 0
+/// are removed).
+pub const SEARCH_COUNTS: TableDefinition<(u8, &str), u64> = TableDefinition::new("search_counts");
+
+/// (queue, status code, channel code) → how many conversations have exactly these three
+/// (rows at 0 are removed): the exact size of any combination of those filters.
+pub const SEARCH_MIX: TableDefinition<(&str, u8, u8), u64> = TableDefinition::new("search_mix");

@@ -505,6 +505,211 @@ fn search_limit_is_capped(open: &dyn Fn() -> Store) {
     assert_eq!(found[0].id, id(1005));
 }
 
+/// A conversation with the four searchable fields set as given.
+fn searchable(
+    n: u128,
+    queue: &str,
+    medium: Medium,
+    status: Status,
+    agent: Option<&str>,
+) -> Conversation {
+    let mut c = conversation(n, n, status);
+    c.queue = queue.into();
+    c.medium = medium;
+    c.agent = agent.map(String::from);
+    c.last_agent = c.agent.clone();
+    c
+}
+
+fn search_ids(store: &Store, q: SearchQuery) -> Vec<Uuid> {
+    store
+        .search(&q)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+const NONE: Vec<Uuid> = Vec::new();
+
+fn ids_of(ns: &[u128]) -> Vec<Uuid> {
+    ns.iter().map(|n| id(*n)).collect()
+}
+
+fn search_combines_filters_pages_them_and_finds_nothing_for_unknown_values(
+    open: &dyn Fn() -> Store,
+) {
+    let store = open();
+    use Medium::*;
+    use Status::*;
+    let all = [
+        searchable(1, "voice", Voice, Handled, Some("alice")),
+        searchable(2, "chat", Webchat, Handled, Some("bob")),
+        searchable(3, "chat", Sms, Abandoned, None),
+        searchable(4, "mail", Email, Handled, Some("alice")),
+        searchable(5, "chat", Webchat, InProcess, Some("bob")),
+        searchable(6, "voice", Voice, Abandoned, None),
+        searchable(7, "chat", Social, Handled, Some("alice")),
+        searchable(8, "mail", Email, InQueue, None),
+        searchable(9, "chat", Webchat, Handled, Some("bob")),
+    ];
+    store
+        .apply(&all.iter().map(put).collect::<Vec<_>>())
+        .unwrap();
+    assert_ok(&store);
+    let q =
+        |status: Option<Status>, queue: Option<&str>, agent: Option<&str>, channel| SearchQuery {
+            status,
+            queue: queue.map(String::from),
+            agent: agent.map(String::from),
+            channel,
+            ..Default::default()
+        };
+    let find = |query: SearchQuery| search_ids(&store, query);
+    assert_eq!(
+        find(q(Some(Handled), None, Some("alice"), None)),
+        ids_of(&[7, 4, 1])
+    );
+    assert_eq!(
+        find(q(Some(Handled), None, None, Some(Channel::Chat))),
+        ids_of(&[9, 7, 2])
+    );
+    assert_eq!(
+        find(q(None, Some("chat"), Some("bob"), None)),
+        ids_of(&[9, 5, 2])
+    );
+    assert_eq!(
+        find(q(
+            Some(InProcess),
+            Some("chat"),
+            Some("bob"),
+            Some(Channel::Chat)
+        )),
+        ids_of(&[5])
+    );
+    assert_eq!(
+        find(q(Some(InQueue), None, None, Some(Channel::Email))),
+        ids_of(&[8])
+    );
+    assert_eq!(find(q(Some(Abandoned), None, None, None)), ids_of(&[6, 3]));
+
+    // Filters that each match something but never together, and values nobody has.
+    assert_eq!(
+        find(q(None, Some("voice"), None, Some(Channel::Email))),
+        NONE
+    );
+    assert_eq!(find(q(Some(Abandoned), None, Some("alice"), None)), NONE);
+    assert_eq!(find(q(Some(InQueue), Some("chat"), None, None)), NONE);
+    assert_eq!(find(q(None, None, Some("nobody"), None)), NONE);
+    assert_eq!(find(q(Some(Handled), Some("nope"), None, None)), NONE);
+    assert_eq!(find(q(None, Some(""), Some(""), None)), NONE);
+    assert_eq!(find(q(Some(Offered), None, None, None)), NONE);
+
+    // `before=` and `limit` with filters: the next page of the same filtered list.
+    let page = |query: SearchQuery, before: u128, limit: usize| {
+        find(SearchQuery {
+            before: Some(id(before)),
+            limit,
+            ..query
+        })
+    };
+    assert_eq!(
+        page(
+            q(Some(Handled), None, Some("bob"), Some(Channel::Chat)),
+            9,
+            100
+        ),
+        ids_of(&[2])
+    );
+    assert_eq!(
+        page(q(None, Some("chat"), None, None), 7, 2),
+        ids_of(&[5, 3])
+    );
+    assert_eq!(page(q(None, Some("chat"), None, None), 3, 2), ids_of(&[2]));
+    assert_eq!(page(q(None, Some("chat"), None, None), 2, 2), NONE);
+    assert_eq!(page(q(None, None, Some("alice"), None), 7, 1), ids_of(&[4]));
+    assert_eq!(page(q(None, None, Some("alice"), None), 1, 1), NONE);
+    assert_eq!(
+        page(
+            q(Some(Handled), Some("voice"), None, Some(Channel::Voice)),
+            1,
+            5
+        ),
+        NONE
+    );
+    assert_eq!(
+        find(SearchQuery {
+            limit: 0,
+            ..q(Some(Handled), None, None, None)
+        }),
+        NONE
+    );
+}
+
+fn search_finds_a_conversation_only_under_its_current_queue_agent_and_status(
+    open: &dyn Fn() -> Store,
+) {
+    let store = open();
+    let other = searchable(2, "chat", Medium::Webchat, Status::Handled, Some("bob"));
+    let mut c = searchable(1, "chat", Medium::Webchat, Status::InQueue, None);
+    store.apply(&[put(&other), put(&c)]).unwrap();
+    let find = |status: Option<Status>, queue: Option<&str>, agent: Option<&str>| {
+        search_ids(
+            &store,
+            SearchQuery {
+                status,
+                queue: queue.map(String::from),
+                agent: agent.map(String::from),
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(find(None, Some("chat"), None), ids_of(&[2, 1]));
+    assert_eq!(find(Some(Status::InQueue), None, None), ids_of(&[1]));
+
+    // Transferred to another queue and offered to bob.
+    c.queue = "sales".into();
+    c.status = Status::Offered;
+    c.agent = Some("bob".into());
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert_eq!(find(None, Some("chat"), None), ids_of(&[2]));
+    assert_eq!(find(Some(Status::InQueue), None, None), NONE);
+    assert_eq!(find(None, Some("sales"), Some("bob")), ids_of(&[1]));
+    assert_eq!(find(Some(Status::Offered), None, Some("bob")), ids_of(&[1]));
+
+    // Taken over by alice.
+    c.status = Status::InProcess;
+    c.agent = Some("alice".into());
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert_eq!(find(None, None, Some("bob")), ids_of(&[2]));
+    assert_eq!(find(Some(Status::Offered), None, None), NONE);
+    assert_eq!(find(None, Some("sales"), Some("alice")), ids_of(&[1]));
+
+    // Closed.
+    c.status = Status::Handled;
+    c.ended_at = Some(Timestamp(T0 + 50));
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert_eq!(find(Some(Status::InProcess), None, None), NONE);
+    assert_eq!(find(Some(Status::Handled), None, None), ids_of(&[2, 1]));
+    assert_eq!(
+        find(Some(Status::Handled), Some("sales"), Some("alice")),
+        ids_of(&[1])
+    );
+    assert_eq!(
+        find(Some(Status::Handled), Some("chat"), Some("alice")),
+        NONE
+    );
+
+    // A put that changes none of the searched fields leaves the results as they were.
+    c.metadata = draft("noted");
+    store.apply(&[put(&c)]).unwrap();
+    assert_ok(&store);
+    assert_eq!(find(None, None, Some("alice")), ids_of(&[1]));
+}
+
 fn group_lists_oldest_first_and_knows_who_worked_in_it(open: &dyn Fn() -> Store) {
     let store = open();
     let mut a = conversation(3, 9, Status::Handled);
@@ -563,6 +768,277 @@ fn a_newer_schema_version_is_refused() {
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
         other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+/// Turns a store file into what schema version 1 wrote: no search tables, version 1.
+fn make_version_1(path: &std::path::Path) {
+    let db = ::redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    for table in ["search_index", "search_counts", "search_mix"] {
+        assert!(
+            txn.delete_table(::redb::TableDefinition::<u128, u64>::new(table))
+                .is_ok()
+        );
+    }
+    txn.open_table(META)
+        .unwrap()
+        .insert(SCHEMA_VERSION_KEY, 1)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+fn stored_version(path: &std::path::Path) -> Option<u64> {
+    let db = ::redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .get(SCHEMA_VERSION_KEY)
+        .unwrap()
+        .map(|v| v.value())
+}
+
+#[test]
+fn a_version_1_file_is_migrated_at_open_and_searched_from_its_new_index() {
+    assert_eq!(SCHEMA_VERSION, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::file_in(dir.path());
+    let all = [
+        searchable(1, "voice", Medium::Voice, Status::Handled, Some("alice")),
+        searchable(2, "chat", Medium::Sms, Status::Abandoned, None),
+        searchable(3, "chat", Medium::Webchat, Status::InProcess, Some("bob")),
+        searchable(4, "mail", Medium::Email, Status::Handled, Some("bob")),
+        searchable(5, "chat", Medium::Webchat, Status::InQueue, None),
+    ];
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .apply(&all.iter().map(put).collect::<Vec<_>>())
+            .unwrap();
+    }
+    make_version_1(&path);
+    {
+        let db = ::redb::Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(txn.open_table(SEARCH_INDEX).is_err(), "no index before");
+    }
+
+    let store = Store::open(&path).unwrap();
+    assert_ok(&store);
+    let find = |q: SearchQuery| search_ids(&store, q);
+    assert_eq!(
+        find(SearchQuery {
+            agent: Some("bob".into()),
+            ..Default::default()
+        }),
+        ids_of(&[4, 3])
+    );
+    assert_eq!(
+        find(SearchQuery {
+            queue: Some("chat".into()),
+            status: Some(Status::InQueue),
+            ..Default::default()
+        }),
+        ids_of(&[5])
+    );
+    assert_eq!(
+        find(SearchQuery {
+            queue: Some("voice".into()),
+            channel: Some(Channel::Chat),
+            ..Default::default()
+        }),
+        NONE
+    );
+    // Later writes keep the migrated index in step.
+    let mut moved = all[2].clone();
+    moved.status = Status::Handled;
+    moved.agent = Some("alice".into());
+    store.apply(&[put(&moved)]).unwrap();
+    assert_ok(&store);
+    assert_eq!(
+        find(SearchQuery {
+            agent: Some("alice".into()),
+            ..Default::default()
+        }),
+        ids_of(&[3, 1])
+    );
+    drop(store);
+    assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
+    assert_ok(&RedbStore::open(&path).unwrap());
+}
+
+#[test]
+fn a_version_1_file_with_an_unreadable_conversation_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::file_in(dir.path());
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .apply(&[put(&conversation(1, 1, Status::Handled))])
+            .unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(CONVERSATIONS)
+            .unwrap()
+            .insert(id(2).as_u128(), [9u8, 9, 9].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    make_version_1(&path);
+    match RedbStore::open(&path) {
+        Err(StoreError::Corrupt { table, key, .. }) => {
+            assert_eq!((table, key), ("conversations", id(2).to_string()));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(stored_version(&path), Some(1));
+}
+
+#[test]
+fn a_file_older_than_version_1_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RedbStore::file_in(dir.path());
+    drop(RedbStore::open(&path).unwrap());
+    make_version_1(&path);
+    {
+        let db = ::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_VERSION_KEY, 0)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(matches!(
+        RedbStore::open(&path),
+        Err(StoreError::OlderSchema {
+            found: 0,
+            supported: SCHEMA_VERSION
+        })
+    ));
+}
+
+#[test]
+fn check_invariants_reports_a_search_index_that_disagrees_with_the_records() {
+    let store = RedbStore::in_memory().unwrap();
+    store
+        .apply(&[put(&searchable(
+            1,
+            "chat",
+            Medium::Webchat,
+            Status::Handled,
+            Some("alice"),
+        ))])
+        .unwrap();
+    assert_ok(&store);
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(SEARCH_INDEX)
+        .unwrap()
+        .remove((search_index::FIELD_AGENT, "alice", id(1).as_u128()))
+        .unwrap();
+    txn.open_table(SEARCH_COUNTS)
+        .unwrap()
+        .insert((search_index::FIELD_QUEUE, "chat"), 5)
+        .unwrap();
+    txn.commit().unwrap();
+    let problems = store.check_invariants().unwrap_err();
+    assert!(problems.contains("search_index lacks"), "{problems}");
+    assert!(problems.contains("search_counts"), "{problems}");
+}
+
+/// What the search returned before it had an index: every stored conversation, newest
+/// first, below the cursor, through the query's own filter.
+fn linear_search(all: &BTreeMap<Uuid, Conversation>, q: &SearchQuery) -> Vec<Uuid> {
+    all.values()
+        .rev()
+        .filter(|c| q.before.is_none_or(|b| c.id < b))
+        .filter(|c| q.matches(c))
+        .take(q.limit.min(SearchQuery::MAX_LIMIT))
+        .map(|c| c.id)
+        .collect()
+}
+
+mod search_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    const QUEUES: [&str; 4] = ["voice", "chat", "mail", "unknown"];
+    const AGENTS: [&str; 4] = ["alice", "bob", "carol", "nobody"];
+    const STATUSES: [Status; 6] = [
+        Status::InQueue,
+        Status::Offered,
+        Status::InProcess,
+        Status::WrapUp,
+        Status::Handled,
+        Status::Abandoned,
+    ];
+    const MEDIA: [Medium; 5] = [
+        Medium::Voice,
+        Medium::Webchat,
+        Medium::Sms,
+        Medium::Social,
+        Medium::Email,
+    ];
+
+    /// (conversation number, status, queue, agent (3 = none), medium): one put.
+    fn put_strategy() -> impl Strategy<Value = (u128, usize, usize, usize, usize)> {
+        (1u128..40, 0..6usize, 0..3usize, 0..4usize, 0..5usize)
+    }
+
+    fn query_strategy() -> impl Strategy<Value = SearchQuery> {
+        (
+            proptest::option::of(0..6usize),
+            proptest::option::of(0..4usize),
+            proptest::option::of(0..4usize),
+            proptest::option::of(0..3usize),
+            proptest::option::of(0u128..42),
+            0..12usize,
+        )
+            .prop_map(
+                |(status, queue, agent, channel, before, limit)| SearchQuery {
+                    status: status.map(|i| STATUSES[i]),
+                    queue: queue.map(|i| QUEUES[i].to_string()),
+                    agent: agent.map(|i| AGENTS[i].to_string()),
+                    channel: channel.map(|i| Channel::ALL[i]),
+                    before: before.map(id),
+                    limit,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// The indexed search returns exactly what filtering every record did, for random
+        /// histories (conversations put again with other fields) and random queries.
+        #[test]
+        fn indexed_search_equals_the_linear_filter_over_every_record(
+            batches in proptest::collection::vec(proptest::collection::vec(put_strategy(), 1..6), 1..12),
+            queries in proptest::collection::vec(query_strategy(), 1..24),
+        ) {
+            let store = Store::in_memory().unwrap();
+            let mut all = BTreeMap::new();
+            for batch in &batches {
+                let mut writes = Vec::new();
+                for &(n, status, queue, agent, medium) in batch {
+                    let status = STATUSES[status];
+                    // As the core keeps them: an agent exactly while assigned, maybe one
+                    // once closed.
+                    let agent = match status {
+                        Status::InQueue => None,
+                        s if s.is_assigned() => Some(AGENTS[agent.min(2)]),
+                        _ => (agent < 3).then_some(AGENTS[agent]),
+                    };
+                    let c = searchable(n, QUEUES[queue], MEDIA[medium], status, agent);
+                    writes.push(put(&c));
+                    all.insert(c.id, c);
+                }
+                store.apply(&writes).unwrap();
+            }
+            prop_assert_eq!(store.check_invariants(), Ok(()));
+            for q in &queries {
+                prop_assert_eq!(search_ids(&store, q.clone()), linear_search(&all, q), "{:?}", q);
+            }
+        }
     }
 }
 
@@ -1109,6 +1585,8 @@ on_both_backends!(
     search_filters_and_lists_newest_first,
     search_limit_is_capped,
     search_pages_with_before_walk_all_history_newest_first,
+    search_combines_filters_pages_them_and_finds_nothing_for_unknown_values,
+    search_finds_a_conversation_only_under_its_current_queue_agent_and_status,
     group_lists_oldest_first_and_knows_who_worked_in_it,
     export_writes_one_json_object_per_conversation_with_its_events,
     chat_requeued_after_grace_survives_reopen_after_every_batch,
