@@ -15,6 +15,7 @@ mod invariants;
 pub mod postgres;
 mod query;
 pub mod redb;
+mod seal;
 mod tables;
 
 #[cfg(test)]
