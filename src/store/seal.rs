@@ -21,10 +21,10 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long the close waits, at most, for the file system's clock to move past the file's
-/// last change (see [`Seal::drop`]); on a file system with coarser timestamps no seal is
-/// written and the next open verifies the file.
-const MAX_TICK_WAIT: Duration = Duration::from_millis(50);
+/// How many times, 1 ms apart, the close looks for the file system's clock to have moved
+/// past the file's last change (see [`Seal::write`]); on a file system with coarser
+/// timestamps no seal is written and the next open verifies the file.
+const TICK_ATTEMPTS: u32 = 50;
 
 /// The seal file of the store file at `store`: the same name with `.clean` appended.
 pub fn seal_path(store: &Path) -> PathBuf {
@@ -95,7 +95,7 @@ impl Seal {
         let mut partial = seal.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let started = std::time::Instant::now();
+        let mut attempts = 0;
         loop {
             let mut f = File::create(&partial)?;
             f.write_all(fingerprint(&meta).as_bytes())?;
@@ -104,7 +104,8 @@ impl Seal {
             if (written.mtime(), written.mtime_nsec()) > changed {
                 break;
             }
-            if started.elapsed() > MAX_TICK_WAIT {
+            attempts += 1;
+            if attempts == TICK_ATTEMPTS {
                 std::fs::remove_file(&partial)?;
                 return Ok(false);
             }
