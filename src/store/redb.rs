@@ -75,7 +75,7 @@ impl RedbStore {
             path: path.to_path_buf(),
             detail,
         };
-        let verify = !seal::is_sealed(path);
+        let verify = path.exists() && !seal::is_sealed(path);
         let db = Database::builder()
             .set_check_integrity_on_open(verify)
             .set_cache_size(PAGE_CACHE_BYTES)
