@@ -369,8 +369,8 @@ fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
 /// Where a batch's frames go once it is committed.
 type Pending = Vec<(u64, FrameTx, Option<FrameKey>, Outgoing)>;
 
-/// The entity whose latest state a Dashboard frame carries (frame kinds without one are
-/// delivered one by one).
+/// The entity whose latest state a Dashboard frame carries (the snapshot has none and is
+/// delivered as it is).
 fn dashboard_key(event: &DashboardEvent) -> Option<FrameKey> {
     match event {
         DashboardEvent::Agent { agent } => Some(FrameKey::Agent(agent.agent_id.clone())),
@@ -378,7 +378,11 @@ fn dashboard_key(event: &DashboardEvent) -> Option<FrameKey> {
         DashboardEvent::Conversation { conversation } => {
             Some(FrameKey::Conversation(conversation.id))
         }
-        _ => None,
+        // A storm raises and clears an alert per agent: keyed, so a Dashboard behind gets
+        // each alert's latest state instead of overflowing on thousands of them.
+        DashboardEvent::Alert { alert } => Some(FrameKey::Alert(alert.id)),
+        DashboardEvent::AlertCleared { id } => Some(FrameKey::Alert(*id)),
+        DashboardEvent::Snapshot { .. } => None,
     }
 }
 

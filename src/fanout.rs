@@ -24,6 +24,8 @@ pub enum FrameKey {
     Agent(String),
     Queue(String),
     Conversation(Uuid),
+    /// A Dashboard alert: raised, then cleared (the clear replaces a raise still queued).
+    Alert(Uuid),
     /// A per-socket state frame kind that has a single entity (presence, capabilities, a
     /// chat's status…), named by its `type`.
     Kind(&'static str),
@@ -166,19 +168,7 @@ impl FrameRx {
         loop {
             {
                 let mut st = self.0.lock();
-                if let Some((seq, (key, frame))) = st.frames.pop_first() {
-                    match key {
-                        Some(k) => {
-                            if st.keyed.get(&k) == Some(&seq) {
-                                st.keyed.remove(&k);
-                            }
-                        }
-                        None => st.unkeyed -= 1,
-                    }
-                    if st.frames.is_empty() {
-                        // Give the memory of a burst back instead of keeping its high mark.
-                        st.keyed.shrink_to_fit();
-                    }
+                if let Some(frame) = Self::pop(&mut st) {
                     return Some(frame);
                 }
                 if st.senders == 0 {
@@ -187,6 +177,29 @@ impl FrameRx {
             }
             self.0.wake.notified().await;
         }
+    }
+
+    /// The next frame if one is queued now (never waits): a socket writes what has piled
+    /// up in one go.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        Self::pop(&mut self.0.lock())
+    }
+
+    fn pop(st: &mut State) -> Option<Outgoing> {
+        let (seq, (key, frame)) = st.frames.pop_first()?;
+        match key {
+            Some(k) => {
+                if st.keyed.get(&k) == Some(&seq) {
+                    st.keyed.remove(&k);
+                }
+            }
+            None => st.unkeyed -= 1,
+        }
+        if st.frames.is_empty() {
+            // Give the memory of a burst back instead of keeping its high mark.
+            st.keyed.shrink_to_fit();
+        }
+        Some(frame)
     }
 }
 
@@ -270,6 +283,21 @@ mod tests {
         }
         let more = tx.push(Some(FrameKey::Conversation(Uuid::from_u128(64))), text("c"));
         assert_eq!(more, Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_queued_without_waiting() {
+        let (tx, mut rx) = channel(4);
+        assert!(rx.try_recv().is_none());
+        tx.push(None, text("a")).unwrap();
+        tx.push(Some(FrameKey::Alert(Uuid::from_u128(1))), text("raised"))
+            .unwrap();
+        tx.push(Some(FrameKey::Alert(Uuid::from_u128(1))), text("cleared"))
+            .unwrap();
+        assert_eq!(body(rx.try_recv()), "a");
+        assert_eq!(body(rx.try_recv()), "cleared");
+        assert!(rx.try_recv().is_none());
+        assert_eq!(tx.len(), 0);
     }
 
     #[tokio::test]

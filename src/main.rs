@@ -202,7 +202,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<()> {
 /// Opens the store, explaining a schema version this build cannot use.
 fn open_store(path: &std::path::Path) -> Result<Store> {
     use switchboard::store::StoreError;
-    Store::open(path).map_err(|e| {
+    let store = Store::open(path).map_err(|e| {
         let hint = match &e {
             StoreError::NewerSchema { .. } => {
                 "\nthis switchboard is older than the one that last used the store: install that newer version again, or restore a backup taken with this one"
@@ -213,7 +213,15 @@ fn open_store(path: &std::path::Path) -> Result<Store> {
             _ => "",
         };
         anyhow::anyhow!("cannot open the store {}: {e}{hint}", path.display())
-    })
+    })?;
+    if let Store::Redb(redb) = &store {
+        tracing::info!(
+            path = %path.display(),
+            verified_every_page = redb.verified_at_open(),
+            "store opened"
+        );
+    }
+    Ok(store)
 }
 
 /// Connects to the configured PostgreSQL database (the password may come from

@@ -116,3 +116,72 @@ async fn a_truncated_or_foreign_store_file_is_a_clear_error() {
         .expect_err("a foreign file is refused");
     assert!(err.to_string().contains("Restore"), "{err}");
 }
+
+/// Whether the open of `path` read and verified every page (the store is dropped again,
+/// which seals it).
+fn verified_at_open(path: &Path) -> bool {
+    match Store::open(path).unwrap() {
+        Store::Redb(store) => store.verified_at_open(),
+        Store::Postgres(_) => unreachable!("a file path opens redb"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_closed_cleanly_and_untouched_since_opens_without_verifying_every_page() {
+    let (_dir, path) = populated_store().await;
+    let seal = path.with_file_name("switchboard.redb.clean");
+    assert!(seal.exists(), "the server's clean stop sealed the file");
+    let store = Store::open(&path).unwrap();
+    let Store::Redb(redb) = &store else {
+        unreachable!()
+    };
+    assert!(!redb.verified_at_open(), "the seal matched: no full check");
+    assert!(
+        !seal.exists(),
+        "the seal is consumed while the store is open"
+    );
+    store.load().unwrap();
+    drop(store);
+    assert!(seal.exists(), "sealed again by the clean close");
+    assert!(!verified_at_open(&path), "and skipped again");
+}
+
+#[tokio::test]
+async fn a_store_without_a_seal_or_changed_since_its_clean_close_is_verified_in_full() {
+    let (_dir, path) = populated_store().await;
+    let seal = path.with_file_name("switchboard.redb.clean");
+    // No seal: a crash, a kill -9, a file restored from a backup.
+    std::fs::remove_file(&seal).unwrap();
+    assert!(verified_at_open(&path), "no seal: every page verified");
+    // Written to after the close, even without changing its length or bytes.
+    assert!(seal.exists());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(verified_at_open(&path), "a write after the close: verified");
+    // Only its timestamps changed, as `touch` does.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    assert!(
+        verified_at_open(&path),
+        "metadata changed after the close: verified"
+    );
+    // Another file put in its place with the seal left behind.
+    let copy = path.with_file_name("copy.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    assert!(verified_at_open(&path), "a replaced file: verified");
+    // Damage behind a seal that no longer matches is found by the full check (or lands in
+    // free pages and is harmless); never a panic.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.write_all(&vec![0xA5; 64 * 1024]).unwrap();
+    drop(f);
+    match open_and_load(&path) {
+        Err(panic) => panic!("the damaged store panicked: {panic}"),
+        Ok(Err(e)) => assert!(e.to_string().contains("Restore"), "{e}"),
+        Ok(Ok(())) => {}
+    }
+}

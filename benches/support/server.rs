@@ -48,6 +48,12 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL: no clean stop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
         proc_field(self.pid, "VmRSS:")

@@ -16,6 +16,7 @@ mod migrate;
 pub mod postgres;
 mod query;
 pub mod redb;
+mod seal;
 mod search_index;
 mod tables;
 

@@ -13,6 +13,7 @@
 use super::codec;
 use super::error::{StoreError, decode, encode};
 use super::query::SearchQuery;
+use super::seal::{self, Seal};
 use super::search_index::{self, Fields, SearchTables};
 use super::tables::*;
 use crate::core::model::{Conversation, Event, Message, Metadata, Session, Status, Thread};
@@ -41,13 +42,20 @@ pub const PAGE_CACHE_BYTES: usize = 2 << 20;
 #[derive(Debug)]
 pub struct RedbStore {
     pub(super) db: Database,
+    /// Written when the store is dropped, after `db` (fields drop in order): see
+    /// [`super::seal`]. `None` for a store in memory.
+    seal: Option<Seal>,
+    /// Whether the open verified every page of the file.
+    verified_at_open: bool,
 }
 
 impl RedbStore {
     /// Opens (creating the directories and the file if missing) the store at `path`, checks
-    /// its schema version and creates any missing table. An existing file is verified first (every page's checksum), so a damaged file is a
-    /// [`StoreError::Damaged`] with the way out, never a panic while reading it; an empty one
-    /// is [`StoreError::EmptyFile`], never taken for a new store.
+    /// its schema version and creates any missing table. An existing file is verified first
+    /// (every page's checksum), so a damaged file is a [`StoreError::Damaged`] with the way
+    /// out, never a panic while reading it; an empty one is [`StoreError::EmptyFile`], never
+    /// taken for a new store. The check is skipped for a file that nothing has written since
+    /// this store closed it cleanly (its seal still matches, see [`super::seal`]).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -69,8 +77,9 @@ impl RedbStore {
             path: path.to_path_buf(),
             detail,
         };
+        let verify = path.exists() && !seal::is_sealed(path);
         let db = Database::builder()
-            .set_check_integrity_on_open(true)
+            .set_check_integrity_on_open(verify)
             .set_cache_size(PAGE_CACHE_BYTES)
             .create(path)
             .map_err(|e| match e {
@@ -83,10 +92,20 @@ impl RedbStore {
                 }
                 other => StoreError::from(redb::Error::from(other)),
             })?;
-        RedbStore::init(db).map_err(|e| match e {
+        let mut store = RedbStore::init(db).map_err(|e| match e {
             StoreError::Db(redb::Error::Corrupted(d)) => damaged(d),
             other => other,
-        })
+        })?;
+        seal::remove(path);
+        store.seal = Some(Seal::new(path));
+        store.verified_at_open = verify;
+        Ok(store)
+    }
+
+    /// Whether the open read and verified every page of the file: true unless the file was
+    /// left by a clean close and not written since.
+    pub fn verified_at_open(&self) -> bool {
+        self.verified_at_open
     }
 
     /// Bytes of pages in redb's cache (counted only where redb's `cache_metrics` feature
@@ -137,7 +156,11 @@ impl RedbStore {
             super::migrate::migrate(&txn, found)?;
         }
         txn.commit()?;
-        Ok(RedbStore { db })
+        Ok(RedbStore {
+            db,
+            seal: None,
+            verified_at_open: false,
+        })
     }
 
     /// Writes one batch in ONE write transaction with `Durability::Immediate` (fsync): group

@@ -61,6 +61,44 @@ async fn send<S: Sink<Message> + Unpin>(sink: &mut S, msg: Message, limit: Durat
     )
 }
 
+/// Most frames written between two flushes.
+const BURST: usize = 256;
+
+/// Writes `first` and the text frames queued behind it (up to [`BURST`]) into the sink,
+/// then flushes once: one write to the socket for a burst of changes instead of one per
+/// frame. Stops at a close frame and returns it, to be sent after these. False when the
+/// peer did not take them within `limit`.
+async fn write_burst<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    first: std::sync::Arc<str>,
+    frames: &mut FrameRx,
+    limit: Duration,
+) -> (bool, Option<(u16, &'static str)>) {
+    let written = tokio::time::timeout(limit, async {
+        sink.feed(Message::Text(first.as_ref().into())).await?;
+        let mut close_next = None;
+        for _ in 1..BURST {
+            match frames.try_recv() {
+                Some(Outgoing::Text(text)) => {
+                    sink.feed(Message::Text(text.as_ref().into())).await?
+                }
+                Some(Outgoing::Close(code, reason)) => {
+                    close_next = Some((code, reason));
+                    break;
+                }
+                None => break,
+            }
+        }
+        sink.flush().await?;
+        Ok::<_, S::Error>(close_next)
+    })
+    .await;
+    match written {
+        Ok(Ok(close_next)) => (true, close_next),
+        _ => (false, None),
+    }
+}
+
 /// Sends a close frame (best effort: the peer may already be gone).
 async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16, reason: &str, limit: Duration) {
     let frame = CloseFrame {
@@ -113,8 +151,15 @@ where
         tokio::select! {
             out = frames.recv() => match out {
                 Some(Outgoing::Text(text)) => {
-                    if !send(&mut sink, Message::Text(text.as_ref().into()), limit).await {
+                    // Everything queued by now goes out with one flush; a close frame
+                    // among them is sent after the texts before it.
+                    let (written, close_next) = write_burst(&mut sink, text, &mut frames, limit).await;
+                    if !written {
                         return End::SendFailed;
+                    }
+                    if let Some((code, reason)) = close_next {
+                        close(&mut sink, code, reason, limit).await;
+                        return End::Closed(code);
                     }
                 }
                 Some(Outgoing::Close(code, reason)) => {
@@ -261,6 +306,31 @@ mod tests {
         assert_eq!(next_text(&mut p).await["type"], "snapshot");
         p.client.send(text(r#"{"type":"ping"}"#)).unwrap();
         assert_eq!(next_text(&mut p).await, serde_json::json!({"type": "pong"}));
+    }
+
+    #[tokio::test]
+    async fn frames_queued_in_a_burst_go_out_in_order_and_a_close_among_them_comes_after_them() {
+        let mut p = start(SLOW);
+        next_text(&mut p).await;
+        for i in 0..5 {
+            p.driver
+                .push(None, Outgoing::Text(Arc::from(format!(r#"{{"n":{i}}}"#))))
+                .unwrap();
+        }
+        p.driver
+            .push(None, Outgoing::Close(4001, "session taken over"))
+            .unwrap();
+        p.driver
+            .push(None, Outgoing::Text(Arc::from(r#"{"n":99}"#)))
+            .unwrap();
+        for i in 0..5 {
+            assert_eq!(next_text(&mut p).await["n"], i);
+        }
+        match next(&mut p).await {
+            Message::Close(Some(f)) => assert_eq!(f.code, 4001),
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+        assert_eq!(p.task.await.unwrap(), End::Closed(4001));
     }
 
     #[tokio::test]
