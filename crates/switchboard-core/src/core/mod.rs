@@ -834,7 +834,7 @@ impl Core {
             open_threads: w.open_threads.len(),
             outbox: w.outbox.len(),
             sent_positions: w.sent_positions.len(),
-            alerts: self.rescue.alerts.len(),
+            alerts: self.rescue.len(),
             sticky: self.rescue.sticky.len(),
             timers: self.wheel.len(),
             capacity: a.sessions.capacity()
@@ -846,7 +846,7 @@ impl Core {
                 + w.open_threads.capacity()
                 + w.outbox.capacity()
                 + w.sent_positions.capacity()
-                + self.rescue.sticky.capacity(),
+                + self.rescue.capacity(),
             effect_room: self.batch.effects.capacity(),
         }
     }
@@ -864,7 +864,7 @@ impl Core {
         shrink_map(&mut w.open_threads);
         shrink_map(&mut w.outbox);
         shrink_map(&mut w.sent_positions);
-        shrink_map(&mut self.rescue.sticky);
+        self.rescue.shrink();
     }
 
     pub fn gauges(&self) -> Gauges {

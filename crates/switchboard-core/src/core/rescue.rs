@@ -12,17 +12,69 @@ use super::view::{AlertKind, AlertView, ChatEvent, DashboardEvent};
 use super::{Core, Timer};
 use crate::duration::format_duration;
 use crate::policy::Channel;
-use std::collections::{BTreeMap, HashMap};
+use crate::room::shrink_map;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// Alerts standing and chats reserved for their previous agent.
 #[derive(Default)]
 pub(super) struct Rescue {
     /// Standing alerts by id (ids sort in the order they were raised); at most one per
-    /// agent and kind.
-    pub alerts: BTreeMap<Uuid, AlertView>,
+    /// agent and kind. Changed only through [`Rescue::insert`] and [`Rescue::remove`],
+    /// which keep the two indexes below in step.
+    alerts: BTreeMap<Uuid, AlertView>,
+    /// The standing alert of each agent and kind.
+    by_agent: HashMap<(AgentId, AlertKind), Uuid>,
+    /// The conversations a standing `session_lost` alert waits on, to its alert: a command
+    /// re-examines only the alerts of the conversations it changed, so a storm's thousands
+    /// of alerts cost nothing per command.
+    by_conversation: HashMap<Uuid, Uuid>,
     /// Requeued chats reserved for their previous agent (until their `Timer::Sticky`).
     pub sticky: HashMap<Uuid, AgentId>,
+}
+
+impl Rescue {
+    /// Standing alerts.
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    fn insert(&mut self, alert: AlertView) {
+        self.by_agent
+            .insert((alert.agent.clone(), alert.kind), alert.id);
+        if alert.kind == AlertKind::SessionLost {
+            for c in &alert.conversations {
+                self.by_conversation.insert(*c, alert.id);
+            }
+        }
+        self.alerts.insert(alert.id, alert);
+    }
+
+    fn remove(&mut self, id: Uuid) -> Option<AlertView> {
+        let alert = self.alerts.remove(&id)?;
+        let key = (alert.agent.clone(), alert.kind);
+        if self.by_agent.get(&key) == Some(&id) {
+            self.by_agent.remove(&key);
+        }
+        for c in &alert.conversations {
+            if self.by_conversation.get(c) == Some(&id) {
+                self.by_conversation.remove(c);
+            }
+        }
+        Some(alert)
+    }
+
+    /// Gives back the room of the maps after a storm's alerts are gone.
+    pub fn shrink(&mut self) {
+        shrink_map(&mut self.by_agent);
+        shrink_map(&mut self.by_conversation);
+        shrink_map(&mut self.sticky);
+    }
+
+    /// Room held by the maps (entries they could hold without growing).
+    pub fn capacity(&self) -> usize {
+        self.by_agent.capacity() + self.by_conversation.capacity() + self.sticky.capacity()
+    }
 }
 
 pub(super) const UNSTABLE_TEXT: &str = "Your connection keeps dropping, so you were set to Not ready and get no new work. Choose Ready once your connection is stable.";
@@ -201,50 +253,90 @@ impl Core {
             text,
             conversations,
         };
-        self.rescue.alerts.insert(id, alert.clone());
+        self.rescue.insert(alert.clone());
         self.batch
             .effects
             .push_back(Effect::Dashboard(DashboardEvent::Alert { alert }));
     }
 
     pub(super) fn clear_alerts(&mut self, agent: &str, kind: AlertKind) {
-        let ids: Vec<Uuid> = self
-            .rescue
-            .alerts
-            .values()
-            .filter(|a| a.agent == agent && a.kind == kind)
-            .map(|a| a.id)
-            .collect();
-        for id in ids {
-            self.rescue.alerts.remove(&id);
-            self.batch
-                .effects
-                .push_back(Effect::Dashboard(DashboardEvent::AlertCleared { id }));
-        }
+        let Some(&id) = self.rescue.by_agent.get(&(agent.to_string(), kind)) else {
+            return;
+        };
+        self.rescue.remove(id);
+        self.batch
+            .effects
+            .push_back(Effect::Dashboard(DashboardEvent::AlertCleared { id }));
     }
 
     /// A `session_lost` alert stops holding once every chat it requeued has been taken.
+    /// Only the alerts of the conversations this command changed can have settled.
     pub(super) fn settle_alerts(&mut self) {
-        let done: Vec<(AgentId, Uuid)> = self
-            .rescue
-            .alerts
-            .values()
-            .filter(|a| a.kind == AlertKind::SessionLost && !a.conversations.is_empty())
-            .filter(|a| {
-                a.conversations.iter().all(|id| {
-                    self.work
-                        .conversations
-                        .get(id)
-                        .is_none_or(|c| !matches!(c.status, Status::InQueue | Status::Offered))
-                })
-            })
-            .map(|a| (a.agent.clone(), a.id))
+        let candidates: BTreeSet<Uuid> = self
+            .batch
+            .touched
+            .keys()
+            .filter_map(|c| self.rescue.by_conversation.get(c).copied())
             .collect();
-        for (_, id) in done {
-            self.rescue.alerts.remove(&id);
-            self.batch
-                .effects
-                .push_back(Effect::Dashboard(DashboardEvent::AlertCleared { id }));
+        for id in candidates {
+            let settled = self
+                .rescue
+                .alerts
+                .get(&id)
+                .is_some_and(|a| self.alert_settled(a));
+            if settled {
+                self.rescue.remove(id);
+                self.batch
+                    .effects
+                    .push_back(Effect::Dashboard(DashboardEvent::AlertCleared { id }));
+            }
+        }
+        #[cfg(debug_assertions)]
+        self.check_alert_index();
+    }
+
+    /// Every chat of a `session_lost` alert has been taken (or is no longer in memory).
+    fn alert_settled(&self, a: &AlertView) -> bool {
+        a.kind == AlertKind::SessionLost
+            && !a.conversations.is_empty()
+            && a.conversations.iter().all(|id| {
+                self.work
+                    .conversations
+                    .get(id)
+                    .is_none_or(|c| !matches!(c.status, Status::InQueue | Status::Offered))
+            })
+    }
+
+    /// Debug builds: the indexes agree with the alerts, and no alert that has settled is
+    /// still standing (a change of a conversation that bypassed the index would show here).
+    #[cfg(debug_assertions)]
+    fn check_alert_index(&self) {
+        let r = &self.rescue;
+        assert_eq!(
+            r.by_agent.len(),
+            r.alerts.len(),
+            "one alert per agent and kind"
+        );
+        for a in r.alerts.values() {
+            assert_eq!(r.by_agent.get(&(a.agent.clone(), a.kind)), Some(&a.id));
+            assert!(
+                !self.alert_settled(a),
+                "alert {} settled but standing",
+                a.id
+            );
+            if a.kind == AlertKind::SessionLost {
+                for c in &a.conversations {
+                    assert_eq!(r.by_conversation.get(c), Some(&a.id), "conversation {c}");
+                }
+            }
+        }
+        for (c, id) in &r.by_conversation {
+            assert!(
+                r.alerts
+                    .get(id)
+                    .is_some_and(|a| a.conversations.contains(c)),
+                "index entry {c} → {id} without its alert"
+            );
         }
     }
 

@@ -298,7 +298,7 @@ pub struct QueueView {
 }
 
 /// What a supervisor alert is about (docs/rescue.md#alerts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum AlertKind {
