@@ -1,7 +1,9 @@
 //! Driver layer: the only place that reads the clock. It owns the [`Core`], takes commands
 //! from a channel in batches, writes every change of a batch in one store transaction (group
-//! commit), and only then replies and fans the effects out to subscribed sockets. One sleep
-//! waits for the core's next deadline.
+//! commit), and only then replies and fans the effects out to subscribed sockets. While one
+//! batch commits, the core already works on the next one (deadlines come due on time during
+//! a long commit); that batch's replies and frames wait for its own commit, which starts only
+//! after the previous one succeeded. One sleep waits for the core's next deadline.
 
 use crate::config::Config;
 use crate::core::model::{OutboxItem, TokenHash};
@@ -154,6 +156,20 @@ enum Request {
     Inspect {
         f: Box<dyn FnOnce(&Core) + Send>,
     },
+}
+
+impl Request {
+    /// Whether handling it reads the store (a callback on a conversation that may be closed
+    /// and no longer in memory).
+    fn reads_the_store(&self) -> bool {
+        matches!(
+            self,
+            Request::Call {
+                cmd: Command::Callback { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// SIP datagrams the core asked to send (destination, bytes), in order, after their commit.
@@ -415,6 +431,25 @@ pub struct Driver {
     sip_tx: mpsc::UnboundedSender<(std::net::SocketAddr, Vec<u8>)>,
     /// SIP datagrams of the current batch, sent after its commit.
     sip_pending: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    /// The previous batch, while its commit runs (see [`Driver::step`]).
+    committing: Option<Committing>,
+}
+
+/// What a batch tells the world once its writes are committed, in this order: replies,
+/// SIP datagrams, frames.
+struct Outputs {
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+    sip: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    frames: Pending,
+    /// Requests in the batch (for the metrics).
+    requests: u64,
+}
+
+/// A batch whose commit is running on the blocking pool.
+struct Committing {
+    commit: tokio::task::JoinHandle<Result<u64, crate::store::StoreError>>,
+    writes: u64,
+    outputs: Outputs,
 }
 
 impl std::fmt::Debug for Driver {
@@ -466,6 +501,7 @@ impl Driver {
             metrics,
             sip_tx,
             sip_pending: Vec::new(),
+            committing: None,
         };
         Ok((driver, handle))
     }
@@ -501,8 +537,15 @@ impl Driver {
                     self.step(batch).await?;
                 }
                 _ = sleep => self.step(Vec::new()).await?,
+                done = async {
+                    match self.committing.as_mut() {
+                        Some(c) => (&mut c.commit).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.committed(done)?,
             }
         }
+        self.finish_commit().await?;
         // Tell panels to come back after the restart (close 1001 = going away).
         for (_, tx) in self.hub.panels.values().flat_map(|m| m.iter()) {
             let _ = tx.push(None, Outgoing::Close(1001, "server restarting"));
@@ -516,8 +559,14 @@ impl Driver {
         Ok(())
     }
 
-    /// One batch: due deadlines, then the requests in order; one commit; then replies and frames.
+    /// One batch: due deadlines, then the requests in order; then its commit starts, once
+    /// the previous batch's commit is done and that batch's replies and frames are out. Its
+    /// own replies and frames go out when its commit is done ([`Driver::committed`]).
     async fn step(&mut self, batch: Vec<Request>) -> Result<(), DriverError> {
+        if batch.iter().any(Request::reads_the_store) {
+            // The store must hold every earlier batch before it is read.
+            self.finish_commit().await?;
+        }
         let now = self.clock.now();
         let mut pending: Pending = Vec::new();
         let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
@@ -585,37 +634,89 @@ impl Driver {
         let writes = self.core.take_writes();
         // The end of a batch tells queue rows and positions once.
         self.route_effects(&mut pending);
-        if !writes.is_empty() {
-            let store = self.store.clone();
-            let count = writes.len() as u64;
+        let outputs = Outputs {
+            replies,
+            sip: std::mem::take(&mut self.sip_pending),
+            frames: pending,
+            requests: n,
+        };
+        // Batches commit one after the other, and each tells its outcome only after its
+        // own commit and every earlier one.
+        self.finish_commit().await?;
+        if writes.is_empty() {
+            self.release(outputs);
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let count = writes.len() as u64;
+        let commit = tokio::task::spawn_blocking(move || {
             // Commit latency is a metric, measured on the real clock.
             #[allow(clippy::disallowed_methods)]
             let started = std::time::Instant::now();
-            tokio::task::spawn_blocking(move || store.apply(&writes))
-                .await
-                .map_err(|e| DriverError::Join(e.to_string()))??;
-            let micros = started.elapsed().as_micros() as u64;
-            self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-            self.metrics.writes.fetch_add(count, Ordering::Relaxed);
-            self.metrics
-                .commit_micros_total
-                .fetch_add(micros, Ordering::Relaxed);
-            self.metrics
-                .commit_micros_max
-                .fetch_max(micros, Ordering::Relaxed);
-        }
-        if n > 0 {
+            store
+                .apply(&writes)
+                .map(|()| started.elapsed().as_micros() as u64)
+        });
+        self.committing = Some(Committing {
+            commit,
+            writes: count,
+            outputs,
+        });
+        Ok(())
+    }
+
+    /// Waits for the running commit, if any, and sends what its batch tells.
+    async fn finish_commit(&mut self) -> Result<(), DriverError> {
+        let Some(c) = self.committing.as_mut() else {
+            return Ok(());
+        };
+        let done = (&mut c.commit).await;
+        self.committed(done)
+    }
+
+    /// The running commit ended: an error stops the driver (nothing of the batch was told);
+    /// success sends the batch's replies, datagrams and frames.
+    fn committed(
+        &mut self,
+        done: Result<Result<u64, crate::store::StoreError>, tokio::task::JoinError>,
+    ) -> Result<(), DriverError> {
+        let Some(c) = self.committing.take() else {
+            return Ok(());
+        };
+        let micros = done.map_err(|e| DriverError::Join(e.to_string()))??;
+        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics.writes.fetch_add(c.writes, Ordering::Relaxed);
+        self.metrics
+            .commit_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+        self.metrics
+            .commit_micros_max
+            .fetch_max(micros, Ordering::Relaxed);
+        self.release(c.outputs);
+        Ok(())
+    }
+
+    /// Sends a committed batch's replies, SIP datagrams and frames. A socket whose queue is
+    /// full or gone is dropped; a panel's loss goes to the core with the next batch.
+    fn release(&mut self, outputs: Outputs) {
+        let Outputs {
+            replies,
+            sip,
+            frames,
+            requests,
+        } = outputs;
+        if requests > 0 {
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-            self.metrics.commands.fetch_add(n, Ordering::Relaxed);
+            self.metrics.commands.fetch_add(requests, Ordering::Relaxed);
         }
         for reply in replies {
             reply();
         }
-        for datagram in self.sip_pending.drain(..) {
+        for datagram in sip {
             let _ = self.sip_tx.send(datagram);
         }
         let mut dropped = Vec::new();
-        for (socket, tx, key, frame) in pending {
+        for (socket, tx, key, frame) in frames {
             if let Err(e) = tx.push(key, frame) {
                 dropped.push((socket, e));
             }
@@ -637,12 +738,12 @@ impl Driver {
                 } else {
                     LossCause::Dropped
                 };
+                let now = self.clock.now();
                 let _ = self
                     .core
                     .handle(now, Command::DetachPanel { socket, cause });
             }
         }
-        Ok(())
     }
 
     /// Subscribes a socket and runs its attach command in the batch's order, so it receives
