@@ -290,11 +290,12 @@ impl RedbStore {
     }
 
     /// Conversation search, newest first (reverse id order), at most `q.limit` (capped at
-    /// [`SearchQuery::MAX_LIMIT`]). With any filter it is answered from the search index
-    /// (see [`super::search_index`]): empty at once when a filter's value has no
-    /// conversation, otherwise a walk of the smallest filter's index entries that decodes
-    /// only the matching records. Without a filter it reads the newest records from the
-    /// cursor down.
+    /// [`SearchQuery::MAX_LIMIT`]). Without a filter it reads the newest records from the
+    /// cursor down. With one, the closed conversations come from the search index (see
+    /// [`super::search_index`]: empty at once when a filter's value has none, otherwise a
+    /// walk of the smallest filter's entries that decodes only the matching records) and
+    /// the open ones from the open index; the two are merged newest first. A status filter
+    /// reads only the side it names.
     pub fn search(&self, q: &SearchQuery) -> Result<Vec<Conversation>, StoreError> {
         let limit = q.limit.min(SearchQuery::MAX_LIMIT);
         if limit == 0 {
@@ -304,18 +305,39 @@ impl RedbStore {
         let conversations = txn.open_table(CONVERSATIONS)?;
         // Ids sort in creation order: `before` is the upper end of the key range.
         let below = q.before.map_or(u128::MAX, |b| b.as_u128());
-        if let Some(found) = search_index::search(&txn, &conversations, q, below, limit)? {
-            return Ok(found);
+        let filtered =
+            q.status.is_some() || q.queue.is_some() || q.agent.is_some() || q.channel.is_some();
+        if !filtered {
+            let mut out = Vec::new();
+            for entry in conversations.range(..below)?.rev() {
+                let (k, v) = entry?;
+                out.push(decode("conversations", || uuid(k.value()), v.value())?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            return Ok(out);
         }
-        let mut out = Vec::new();
-        for entry in conversations.range(..below)?.rev() {
-            let (k, v) = entry?;
-            out.push(decode("conversations", || uuid(k.value()), v.value())?);
-            if out.len() == limit {
-                break;
+        let mut open = Vec::new();
+        if q.status.is_none_or(|s| !s.is_closed()) {
+            for entry in txn.open_table(OPEN_CONVERSATIONS)?.range(..below)?.rev() {
+                let key = entry?.0.value();
+                let c = get_conversation(&conversations, key)?
+                    .ok_or_else(|| dangling("open_conversations", "conversations", uuid(key)))?;
+                if q.matches(&c) {
+                    open.push(c);
+                    if open.len() == limit {
+                        break;
+                    }
+                }
             }
         }
-        Ok(out)
+        let closed = if q.status.is_none_or(|s| s.is_closed()) {
+            search_index::search(&txn, &conversations, q, below, limit)?.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(newest_first(open, closed, limit))
     }
 
     /// The transcript of a thread, in order.
@@ -564,7 +586,7 @@ impl<'txn> WriteTables<'txn> {
             .conversations
             .insert(key, bytes.as_slice())?
             .map(|g| codec::decode::<Conversation>(g.value()));
-        let fields = Fields::of(c);
+        let fields = Fields::indexed(c);
         match old {
             Some(Ok(old)) => {
                 if old.status == Status::InQueue {
@@ -574,16 +596,17 @@ impl<'txn> WriteTables<'txn> {
                 if old.group_id != c.group_id {
                     self.groups.remove(old.group_id.as_u128(), key)?;
                 }
-                self.search.put(key, Some(&Fields::of(&old)), &fields)?;
+                self.search
+                    .put(key, Fields::indexed(&old).as_ref(), fields.as_ref())?;
             }
             Some(Err(e)) => {
                 // The replaced record was unreadable: find its entries the slow way.
                 tracing::warn!(conversation = %c.id, error = %e, "replacing a corrupt conversation record");
                 self.queue_index.retain(|(_, _, id), ()| id != key)?;
                 self.search.forget(key)?;
-                self.search.put(key, None, &fields)?;
+                self.search.put(key, None, fields.as_ref())?;
             }
-            None => self.search.put(key, None, &fields)?,
+            None => self.search.put(key, None, fields.as_ref())?,
         }
         if c.status == Status::InQueue {
             self.queue_index
@@ -637,6 +660,22 @@ impl<'txn> WriteTables<'txn> {
             .retain_in((session, 0u128)..=(session, u128::MAX), |_, _| false)?;
         Ok(())
     }
+}
+
+/// Two lists each newest first (descending ids) merged into one, at most `limit` long.
+fn newest_first(a: Vec<Conversation>, b: Vec<Conversation>, limit: usize) -> Vec<Conversation> {
+    let mut out = Vec::with_capacity(limit.min(a.len() + b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < limit {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.id >= y.id,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.extend(if take_a { a.next() } else { b.next() });
+    }
+    out
 }
 
 pub(super) fn uuid(key: u128) -> String {

@@ -1,14 +1,19 @@
 //! Store layer (redb backend): the covering index behind the conversation search, how it is
 //! kept in step with the records, and how a search is answered from it.
 //!
-//! [`SEARCH_INDEX`] holds, for every conversation, one entry per filter field (status,
-//! queue, channel, and agent when it has one), keyed (field code, value, id). Each entry's
+//! [`SEARCH_INDEX`] holds, for every closed conversation (`handled` or `abandoned`), one
+//! entry per filter field (status, queue, channel, and agent when it has one), keyed (field
+//! code, value, id). A conversation is indexed once, when it closes: an open one changes
+//! status and agent many times (offered, declined, accepted, wrapped up) and would move its
+//! entries at each change, which a storm's tens of thousands of writes could not afford.
+//! The few open conversations are found through the open index at search time (see
+//! `RedbStore::search`) and merged with the closed ones, newest first. Each entry's
 //! value carries the conversation's status, channel, queue and agent, so a combined filter
 //! is decided from the entry without decoding the record ("covering"). [`SEARCH_COUNTS`]
-//! counts the entries under each (field, value) and [`SEARCH_MIX`] counts the conversations
-//! per (queue, status, channel).
+//! counts the entries under each (field, value) and [`SEARCH_MIX`] counts the closed
+//! conversations per (queue, status, channel).
 //!
-//! A search with at least one filter:
+//! A search of the closed conversations with at least one filter:
 //! 1. looks up the count of each filter's value; any 0 answers empty at once (an unknown
 //!    queue or agent is simply a value with no entries);
 //! 2. when two or more of status, queue and channel are given, sums the matching
@@ -77,13 +82,14 @@ pub(super) struct Fields {
 }
 
 impl Fields {
-    pub(super) fn of(c: &Conversation) -> Fields {
-        Fields {
+    /// The fields a conversation is indexed under: `None` while it is open.
+    pub(super) fn indexed(c: &Conversation) -> Option<Fields> {
+        c.status.is_closed().then(|| Fields {
             status: c.status,
             channel: c.channel(),
             queue: c.queue.clone(),
             agent: c.agent.clone(),
-        }
+        })
     }
 
     /// The (field, value) of each index entry this conversation has.
@@ -134,38 +140,40 @@ impl<'txn> SearchTables<'txn> {
         })
     }
 
-    /// Moves conversation `key`'s entries from its previous fields (`None`: a new
-    /// conversation) to `new`. Nothing is written when none of the four fields changed.
+    /// Moves conversation `key`'s entries from its previous indexed fields to its new ones
+    /// (`None`: not indexed, i.e. new or open). Nothing is written when they are the same,
+    /// which is every write of an open conversation.
     pub(super) fn put(
         &mut self,
         key: u128,
         old: Option<&Fields>,
-        new: &Fields,
+        new: Option<&Fields>,
     ) -> Result<(), StoreError> {
-        if old == Some(new) {
+        if old == new {
             return Ok(());
         }
-        let new_keys: Vec<(u8, &str)> = new.keys().collect();
-        if let Some(old) = old {
-            for (field, value) in old.keys() {
-                if !new_keys.contains(&(field, value)) {
-                    self.index.remove((field, value, key))?;
-                    add(&mut self.counts, (field, value), -1)?;
+        let new_keys: Vec<(u8, &str)> = new.map(|n| n.keys().collect()).unwrap_or_default();
+        let old_keys: Vec<(u8, &str)> = old.map(|o| o.keys().collect()).unwrap_or_default();
+        let (old_mix, new_mix) = (old.map(Fields::mix), new.map(Fields::mix));
+        for &(field, value) in &old_keys {
+            if !new_keys.contains(&(field, value)) {
+                self.index.remove((field, value, key))?;
+                add(&mut self.counts, (field, value), -1)?;
+            }
+        }
+        if let Some(m) = old_mix.filter(|m| Some(*m) != new_mix) {
+            add(&mut self.mix, m, -1)?;
+        }
+        if let Some(new) = new {
+            for &(field, value) in &new_keys {
+                self.index.insert((field, value, key), new.cover())?;
+                if !old_keys.contains(&(field, value)) {
+                    add(&mut self.counts, (field, value), 1)?;
                 }
             }
-            if old.mix() != new.mix() {
-                add(&mut self.mix, old.mix(), -1)?;
-            }
         }
-        let old_keys: Vec<(u8, &str)> = old.map(|o| o.keys().collect()).unwrap_or_default();
-        for (field, value) in new_keys {
-            self.index.insert((field, value, key), new.cover())?;
-            if !old_keys.contains(&(field, value)) {
-                add(&mut self.counts, (field, value), 1)?;
-            }
-        }
-        if old.is_none_or(|o| o.mix() != new.mix()) {
-            add(&mut self.mix, new.mix(), 1)?;
+        if let Some(m) = new_mix.filter(|m| Some(*m) != old_mix) {
+            add(&mut self.mix, m, 1)?;
         }
         Ok(())
     }
@@ -337,7 +345,9 @@ pub(super) fn build(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let (k, v) = entry?;
         let key = k.value();
         let c: Conversation = decode("conversations", || uuid(key), v.value())?;
-        let fields = Fields::of(&c);
+        let Some(fields) = Fields::indexed(&c) else {
+            continue;
+        };
         for (field, value) in fields.keys() {
             index.insert((field, value, key), fields.cover())?;
             *counts.entry((field, value.to_string())).or_default() += 1;
@@ -368,8 +378,10 @@ pub(super) fn problems(
     let mut want: BTreeSet<Entry> = BTreeSet::new();
     let mut want_counts: BTreeMap<(u8, String), u64> = BTreeMap::new();
     let mut want_mix: BTreeMap<(String, u8, u8), u64> = BTreeMap::new();
-    for (key, c) in convs {
-        let fields = Fields::of(c);
+    for (key, fields) in convs
+        .iter()
+        .filter_map(|(key, c)| Fields::indexed(c).map(|f| (key, f)))
+    {
         let (s, ch, q, a) = fields.cover();
         for (field, value) in fields.keys() {
             want.insert((

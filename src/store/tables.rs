@@ -62,7 +62,7 @@ pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 pub const DIALOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("dialogs");
 
 /// The conversation search's covering index (see [`super::search_index`]): one entry per
-/// conversation for each of its status, queue, channel and (when it has one) agent, keyed
+/// closed conversation for each of its status, queue, channel and (when it has one) agent, keyed
 /// (field code, value, conversation id); the value holds the conversation's status code,
 /// channel code, queue and agent, so a combined filter is decided from the entry alone.
 pub const SEARCH_INDEX: TableDefinition<SearchKey, SearchCover> =
@@ -74,10 +74,10 @@ pub type SearchKey = (u8, &'static str, u128);
 /// A [`SEARCH_INDEX`] value: (status code, channel code, queue, agent).
 pub type SearchCover = (u8, u8, &'static str, Option<&'static str>);
 
-/// (field code, value) → how many conversations [`SEARCH_INDEX`] holds under it (rows at 0
+/// (field code, value) → how many closed conversations [`SEARCH_INDEX`] holds under it (rows at 0
 /// are removed).
 pub const SEARCH_COUNTS: TableDefinition<(u8, &str), u64> = TableDefinition::new("search_counts");
 
-/// (queue, status code, channel code) → how many conversations have exactly these three
+/// (queue, status code, channel code) → how many closed conversations have exactly these three
 /// (rows at 0 are removed): the exact size of any combination of those filters.
 pub const SEARCH_MIX: TableDefinition<(&str, u8, u8), u64> = TableDefinition::new("search_mix");
